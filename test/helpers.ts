@@ -1,0 +1,110 @@
+/**
+ * Test harness: one real GPU per test file, seeded random inputs (the seed is
+ * fresh each run and printed on failure), relative-error comparison and
+ * NaN poisoning of outputs.
+ */
+import { afterAll } from 'vitest';
+import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+
+let gpuPromise: Promise<GpuRuntime> | undefined;
+
+/** The GPU for this test file. A machine without an adapter fails here; it never skips. */
+export function getGpu(): Promise<GpuRuntime> {
+  if (!gpuPromise) {
+    gpuPromise = acquireGpu();
+    afterAll(async () => (await gpuPromise!).destroy());
+  }
+  return gpuPromise;
+}
+
+/** Deterministic PRNG (mulberry32) with a helper for ranges and normals. */
+export class Rng {
+  private s: number;
+  constructor(readonly seed: number) {
+    this.s = seed >>> 0;
+  }
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  uniform(lo: number, hi: number): number {
+    return lo + (hi - lo) * this.next();
+  }
+  normal(): number {
+    const u = Math.max(this.next(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  array(n: number, lo: number, hi: number): Float64Array {
+    const a = new Float64Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
+    return a;
+  }
+  normals(n: number, std = 1): Float64Array {
+    const a = new Float64Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.normal() * std;
+    return a;
+  }
+}
+
+/** A fresh seed for this run (override with RWKV_TEST_SEED to reproduce a failure). */
+export function freshRng(): Rng {
+  const env = process.env.RWKV_TEST_SEED;
+  return new Rng(env ? Number(env) : (Math.random() * 2 ** 32) >>> 0);
+}
+
+/** ‖a − b‖ / ‖b‖ over all elements; NaN anywhere gives Infinity. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`relErr: lengths ${a.length} and ${b.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) return Infinity;
+    num += d * d;
+    den += b[i] * b[i];
+  }
+  if (den === 0) return num === 0 ? 0 : Infinity;
+  return Math.sqrt(num / den);
+}
+
+/** Asserts relErr(gpu, ref) <= bound with a message naming the seed. */
+export function expectClose(what: string, gpu: ArrayLike<number>, ref: ArrayLike<number>, bound: number, rng?: Rng): void {
+  const e = relErr(gpu, ref);
+  if (!(e <= bound)) {
+    let firstBad = -1;
+    for (let i = 0; i < gpu.length; i++) if (!Number.isFinite(gpu[i])) { firstBad = i; break; }
+    throw new Error(
+      `${what}: relative error ${e.toExponential(3)} > bound ${bound.toExponential(1)}` +
+        (firstBad >= 0 ? ` (non-finite at index ${firstBad}: an unwritten output?)` : '') +
+        (rng ? ` [seed ${rng.seed}; rerun with RWKV_TEST_SEED=${rng.seed}]` : ''),
+    );
+  }
+}
+
+/** Fills output tensors with NaN so an element the kernel never writes fails the comparison. */
+export function poison(gpu: GpuRuntime, ...outs: Tensor[]): void {
+  for (const t of outs) gpu.fill(t, 0x7fc00000, true);
+}
+
+export function f32(a: ArrayLike<number>): Float32Array {
+  return Float32Array.from(a);
+}
+
+/** Central finite differences of a scalar function, for checking reference backwards. */
+export function finiteDiff(f: (x: Float64Array) => number, x: Float64Array, indices: number[], h = 1e-6): number[] {
+  return indices.map((i) => {
+    const save = x[i];
+    x[i] = save + h;
+    const fp = f(x);
+    x[i] = save - h;
+    const fm = f(x);
+    x[i] = save;
+    return (fp - fm) / (2 * h);
+  });
+}
