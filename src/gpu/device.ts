@@ -32,7 +32,6 @@ export interface AdapterReport {
   architecture: string;
   device: string;
   description: string;
-  backend: string;
   features: string[];
   limits: Record<string, number>;
   subgroupMatrixConfigs: SubgroupMatrixConfig[];
@@ -76,7 +75,7 @@ export async function acquireGpu(opts: GpuOptions = {}): Promise<GpuRuntime> {
 }
 
 export function adapterReport(adapter: GPUAdapter): AdapterReport {
-  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: SubgroupMatrixConfig[]; backendType?: string };
+  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: SubgroupMatrixConfig[] };
   const limits: Record<string, number> = {};
   const proto = Object.getPrototypeOf(adapter.limits) as object;
   for (const k of Object.keys(Object.getOwnPropertyDescriptors(proto))) {
@@ -88,7 +87,6 @@ export function adapterReport(adapter: GPUAdapter): AdapterReport {
     architecture: info.architecture,
     device: info.device,
     description: info.description,
-    backend: info.backendType ?? 'unknown',
     features: [...adapter.features].sort(),
     limits,
     subgroupMatrixConfigs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({
@@ -232,6 +230,7 @@ export class GpuRuntime {
     const bg = this.pipelines.bindGroup(p, windows);
     let pass: GPUComputePassEncoder;
     if (this.profiler) {
+      if (this.profiler.full) this.submit();
       this.endPass();
       const timestampWrites = this.profiler.next(p.label);
       pass = this.encoderNow().beginComputePass({ label: p.label, timestampWrites });

@@ -11,7 +11,7 @@ export interface KernelTime {
   totalMs: number;
 }
 
-const CAPACITY = 4096; // dispatches timed per submit
+const CAPACITY = 2048; // dispatches timed per submit (a query set holds at most 4096 timestamps)
 
 export class Profiler {
   private readonly querySet: GPUQuerySet;
@@ -32,10 +32,14 @@ export class Profiler {
     );
   }
 
-  /** Timestamp writes for the next dispatch's pass, or undefined when this submit is full. */
-  next(kernel: string): GPUComputePassTimestampWrites | undefined {
+  /** True when the current submit has used every query: submit before timing more. */
+  get full(): boolean {
+    return this.names.length >= CAPACITY;
+  }
+
+  /** Timestamp writes for the next dispatch's pass. */
+  next(kernel: string): GPUComputePassTimestampWrites {
     const i = this.names.length;
-    if (i >= CAPACITY) return undefined;
     this.names.push(kernel);
     return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
   }
