@@ -6,6 +6,7 @@
 import { afterAll } from 'vitest';
 import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
 import type { Tensor } from '../src/gpu/tensor.js';
+import { Rng as BaseRng } from '../src/util/rng.js';
 
 let gpuPromise: Promise<GpuRuntime> | undefined;
 
@@ -18,28 +19,8 @@ export function getGpu(): Promise<GpuRuntime> {
   return gpuPromise;
 }
 
-/** Deterministic PRNG (mulberry32) with a helper for ranges and normals. */
-export class Rng {
-  private s: number;
-  constructor(readonly seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  uniform(lo: number, hi: number): number {
-    return lo + (hi - lo) * this.next();
-  }
-  normal(): number {
-    const u = Math.max(this.next(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
+/** The project's PRNG with helpers for arrays of test inputs. */
+export class Rng extends BaseRng {
   array(n: number, lo: number, hi: number): Float64Array {
     const a = new Float64Array(n);
     for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);

@@ -1,0 +1,171 @@
+/**
+ * Matrix products C[M,N] = alpha·op(A)·op(B) (+ C) for f32 activations against
+ * bf16 frozen weights or f32 LoRA factors: one workgroup-tiled kernel, specialised
+ * per transpose combination and B dtype.
+ */
+import type { GpuRuntime } from '../gpu/device.js';
+import { describe, type DType, type Tensor } from '../gpu/tensor.js';
+import { grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
+
+// 64x64 output tile per workgroup of 16x16 threads, each thread 4x4 outputs;
+// the two K-slices of 16 take 2 x 4 KiB of workgroup memory (lavapipe allows 16 KiB).
+const BM = 64;
+const BN = 64;
+const BK = 16;
+const TX = 16;
+const TY = 16;
+const THREADS = TX * TY;
+
+export interface MatmulOptions {
+  /** Add into C instead of overwriting it (gradient accumulation). */
+  accumulate?: boolean;
+  /** Scale of the product; C's old value (when accumulating) is not scaled. */
+  alpha?: number;
+}
+
+interface Spec {
+  transA: boolean;
+  transB: boolean;
+  bDtype: 'f32' | 'bf16';
+}
+
+function matmulWgsl({ transA, transB, bDtype }: Spec): string {
+  // Each thread loads elements li + r·THREADS of a tile; the faster-varying tile index
+  // follows the stored layout so neighbouring threads read neighbouring addresses.
+  const aTile = transA ? `let mm = e % ${BM}u; let kk = e / ${BM}u;` : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
+  const bTile = transB ? `let kk = e % ${BK}u; let nn = e / ${BK}u;` : `let nn = e % ${BN}u; let kk = e / ${BN}u;`;
+  const aIndex = transA ? 'k * p.m + m' : 'm * p.k + k';
+  const bIndex = transB ? 'n * p.k + k' : 'k * p.n + n';
+  const bRead =
+    bDtype === 'bf16'
+      ? wgslBf16Reader('readB', 'b')
+      : /* wgsl */ `
+fn readB(i: u32) -> f32 { return b[i]; }
+`;
+  return /* wgsl */ `
+struct P { m: u32, n: u32, k: u32, tilesN: u32, tiles: u32, alpha: f32, accumulate: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<${bDtype === 'bf16' ? 'u32' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+var<workgroup> sa: array<f32, ${BK * BM}>;
+var<workgroup> sb: array<f32, ${BK * BN}>;
+${bRead}
+fn loadA(m: u32, k: u32) -> f32 {
+  if (m >= p.m || k >= p.k) { return 0.0; }
+  return a[${aIndex}];
+}
+
+fn loadB(k: u32, n: u32) -> f32 {
+  if (k >= p.k || n >= p.n) { return 0.0; }
+  return readB(${bIndex});
+}
+
+@compute @workgroup_size(${TX}, ${TY})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let t = ${WGSL_LINEAR_WG};
+  if (t >= p.tiles) { return; }
+  let m0 = (t / p.tilesN) * ${BM}u;
+  let n0 = (t % p.tilesN) * ${BN}u;
+  // Thread (x, y) owns rows y + ${TY}·i and columns x + ${TX}·j: strided, so reads of the
+  // tiles and writes of C are contiguous across a row of threads.
+  var acc: array<vec4f, 4>;
+  for (var i = 0u; i < 4u; i++) { acc[i] = vec4f(0.0); }
+  for (var k0 = 0u; k0 < p.k; k0 += ${BK}u) {
+    for (var r = 0u; r < ${(BM * BK) / THREADS}u; r++) {
+      let e = li + r * ${THREADS}u;
+      ${aTile}
+      sa[kk * ${BM}u + mm] = loadA(m0 + mm, k0 + kk);
+    }
+    for (var r = 0u; r < ${(BN * BK) / THREADS}u; r++) {
+      let e = li + r * ${THREADS}u;
+      ${bTile}
+      sb[kk * ${BN}u + nn] = loadB(k0 + kk, n0 + nn);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      let bv = vec4f(sb[kk * ${BN}u + lid.x], sb[kk * ${BN}u + lid.x + ${TX}u],
+                     sb[kk * ${BN}u + lid.x + ${2 * TX}u], sb[kk * ${BN}u + lid.x + ${3 * TX}u]);
+      for (var i = 0u; i < 4u; i++) {
+        acc[i] = fma(vec4f(sa[kk * ${BM}u + lid.y + i * ${TY}u]), bv, acc[i]);
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + lid.y + i * ${TY}u;
+    if (m >= p.m) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x + j * ${TX}u;
+      if (n >= p.n) { break; }
+      let o = m * p.n + n;
+      var v = p.alpha * acc[i][j];
+      if (p.accumulate != 0u) { v += c[o]; }
+      c[o] = v;
+    }
+  }
+}`;
+}
+
+function shape2(op: string, t: Tensor, dtype: DType): [number, number] {
+  if (t.dtype !== dtype) throw new Error(`${op}: ${describe(t)} has dtype ${t.dtype}, expected ${dtype}`);
+  if (t.shape.length !== 2) throw new Error(`${op}: ${describe(t)} has rank ${t.shape.length}, expected a 2-D matrix`);
+  if (t.shape[0] < 1 || t.shape[1] < 1) throw new Error(`${op}: ${describe(t)} is empty, expected every dimension >= 1`);
+  return [t.shape[0], t.shape[1]];
+}
+
+function overlaps(x: Tensor, y: Tensor): boolean {
+  return x.buffer === y.buffer && x.offset < y.offset + y.byteLength && y.offset < x.offset + x.byteLength;
+}
+
+/** Checks shapes, then records C = alpha·op(A)·op(B) (+ C). */
+function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, spec: Spec, opts: MatmulOptions): void {
+  const [a0, a1] = shape2(op, a, 'f32');
+  const [b0, b1] = shape2(op, b, spec.bDtype);
+  const [c0, c1] = shape2(op, c, 'f32');
+  const [m, k] = spec.transA ? [a1, a0] : [a0, a1];
+  const [kb, n] = spec.transB ? [b1, b0] : [b0, b1];
+  const aDesc = spec.transA ? `${describe(a)} (read as its transpose [${m},${k}])` : describe(a);
+  const bDesc = spec.transB ? `${describe(b)} (read as its transpose [${kb},${n}])` : describe(b);
+  if (kb !== k) throw new Error(`${op}: inner dimensions differ: ${aDesc} has K=${k}, but ${bDesc} has K=${kb}`);
+  if (c0 !== m || c1 !== n) throw new Error(`${op}: ${describe(c)} should be [${m},${n}] for ${aDesc} times ${bDesc}`);
+  for (const src of [a, b]) {
+    if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
+  }
+  const tilesN = Math.ceil(n / BN);
+  const tiles = Math.ceil(m / BM) * tilesN;
+  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}`;
+  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec));
+  const u = uniforms([
+    ['u32', m],
+    ['u32', n],
+    ['u32', k],
+    ['u32', tilesN],
+    ['u32', tiles],
+    ['f32', opts.alpha ?? 1],
+    ['u32', opts.accumulate ? 1 : 0],
+  ]);
+  gpu.dispatch(p, [u, a, b, c], grid1d(tiles));
+}
+
+/**
+ * C[M,N] = alpha·A[M,K]·op(W) (+ C) with W a frozen bf16 weight, read in place.
+ * transW: W is [N,K] (a PyTorch Linear weight: y = x·Wᵀ); otherwise W is [K,N].
+ */
+export function matmulBf16(gpu: GpuRuntime, a: Tensor, w: Tensor, c: Tensor, opts: MatmulOptions & { transW: boolean }): void {
+  matmul(gpu, 'matmulBf16', a, w, c, { transA: false, transB: opts.transW, bDtype: 'bf16' }, opts);
+}
+
+/**
+ * C[M,N] = alpha·op(A)·op(B) (+ C), all f32. transA: A is [K,M]; transB: B is [N,K].
+ */
+export function matmulF32(
+  gpu: GpuRuntime,
+  a: Tensor,
+  b: Tensor,
+  c: Tensor,
+  opts: MatmulOptions & { transA?: boolean; transB?: boolean } = {},
+): void {
+  matmul(gpu, 'matmulF32', a, b, c, { transA: opts.transA ?? false, transB: opts.transB ?? false, bDtype: 'f32' }, opts);
+}

@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { packBf16, unpackBf16, type Tensor } from '../../src/gpu/tensor.js';
+import { matmulBf16, matmulF32 } from '../../src/kernels/matmul.js';
+import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
+
+/** float64 reference: alpha·op(A)·op(B) (+ c0), op(A) [M,K] and op(B) [K,N] read from their stored layouts. */
+function refMatmul(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  m: number,
+  k: number,
+  n: number,
+  transA: boolean,
+  transB: boolean,
+  alpha: number,
+  c0?: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let l = 0; l < k; l++) s += a[transA ? l * m + i : i * k + l] * b[transB ? j * k + l : l * n + j];
+      out[i * n + j] = alpha * s + (c0 ? c0[i * n + j] : 0);
+    }
+  }
+  return out;
+}
+
+interface Case {
+  m: number;
+  k: number;
+  n: number;
+  transA: boolean;
+  transB: boolean;
+  accumulate: boolean;
+  alpha: number;
+}
+
+/** Uploads A and C (random start when accumulating, NaN otherwise), runs `mm`, compares with the reference. */
+async function check(
+  rng: Rng,
+  c: Case,
+  bStored: ArrayLike<number>,
+  mm: (ta: Tensor, tc: Tensor) => void,
+  bound: number,
+): Promise<void> {
+  const gpu = await getGpu();
+  const a = f32(rng.normals(c.m * c.k));
+  const ta = gpu.upload(a, c.transA ? [c.k, c.m] : [c.m, c.k], 'f32', 'a');
+  const tc = gpu.tensor([c.m, c.n], 'f32', 'c');
+  const c0 = c.accumulate ? f32(rng.normals(c.m * c.n)) : undefined;
+  if (c0) gpu.write(tc, c0);
+  else poison(gpu, tc);
+  mm(ta, tc);
+  const out = await gpu.readF32(tc);
+  const ref = refMatmul(a, bStored, c.m, c.k, c.n, c.transA, c.transB, c.alpha, c0);
+  expectClose(`matmul ${JSON.stringify(c)}`, out, ref, bound, rng);
+  gpu.free(ta);
+  gpu.free(tc);
+}
+
+// [M, K, N]: single elements, partial tiles on every side, long thin and wide shapes.
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [17, 129, 1],
+  [1, 17, 129],
+  [1000, 33, 70],
+  [129, 300, 17],
+  [65, 16, 64],
+];
+
+// f32 accumulation over K terms of unit normals: the error is O(u·sqrt(K)), u = 6e-8.
+const BOUND = 1e-5;
+
+describe('matmulF32', () => {
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      for (const [m, k, n] of SHAPES) {
+        for (const [accumulate, alpha] of [
+          [false, 1],
+          [true, -0.75],
+        ] as const) {
+          const c: Case = { m, k, n, transA, transB, accumulate, alpha };
+          it(`${transA ? 'Aᵀ' : 'A'}·${transB ? 'Bᵀ' : 'B'} M=${m} K=${k} N=${n} accumulate=${accumulate} alpha=${alpha}`, async () => {
+            const gpu = await getGpu();
+            const rng = freshRng();
+            const b = f32(rng.normals(k * n));
+            const tb = gpu.upload(b, transB ? [n, k] : [k, n], 'f32', 'b');
+            await check(rng, c, b, (ta, tc) => matmulF32(gpu, ta, tb, tc, { transA, transB, accumulate, alpha }), BOUND);
+            gpu.free(tb);
+          });
+        }
+      }
+    }
+  }
+
+  // LoRA weight gradients: dyᵀ·h over every token of a micro-batch.
+  it('Aᵀ·B with K=8192 tokens, M=17, N=33, accumulate, alpha=0.5', async () => {
+    const gpu = await getGpu();
+    const rng = freshRng();
+    const [m, k, n] = [17, 8192, 33];
+    const b = f32(rng.normals(k * n));
+    const tb = gpu.upload(b, [k, n], 'f32', 'b');
+    const c: Case = { m, k, n, transA: true, transB: false, accumulate: true, alpha: 0.5 };
+    await check(rng, c, b, (ta, tc) => matmulF32(gpu, ta, tb, tc, { transA: true, accumulate: true, alpha: 0.5 }), BOUND);
+    gpu.free(tb);
+  });
+});
+
+describe('matmulBf16', () => {
+  for (const transW of [true, false]) {
+    for (const [m, k, n] of SHAPES) {
+      for (const [accumulate, alpha] of [
+        [false, 1],
+        [true, 1.5],
+      ] as const) {
+        const c: Case = { m, k, n, transA: false, transB: transW, accumulate, alpha };
+        it(`A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n} accumulate=${accumulate} alpha=${alpha}`, async () => {
+          const gpu = await getGpu();
+          const rng = freshRng();
+          // Weights at a Linear's scale, rounded to bf16 on the host: the reference uses the
+          // rounded values, so the product is f32-exact up to summation order.
+          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
+          const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
+          const w = unpackBf16(bits, k * n);
+          await check(rng, c, w, (ta, tc) => matmulBf16(gpu, ta, tw, tc, { transW, accumulate, alpha }), BOUND);
+          gpu.free(tw);
+        });
+      }
+    }
+  }
+});
+
+describe('matmul shape errors', () => {
+  it('names the tensors whose shapes or dtypes do not fit', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([5, 7], 'f32', 'x');
+    const w = gpu.tensor([3, 7], 'bf16', 'wq');
+    const wf = gpu.tensor([7, 3], 'f32', 'lora_a');
+    const y = gpu.tensor([5, 3], 'f32', 'y');
+    const bad = gpu.tensor([5, 4], 'f32', 'y_bad');
+    expect(() => matmulBf16(gpu, x, w, y, { transW: false })).toThrow(
+      /matmulBf16: inner dimensions differ: x\[5,7\]:f32 has K=7, but wq\[3,7\]:bf16 has K=3/,
+    );
+    expect(() => matmulBf16(gpu, x, w, bad, { transW: true })).toThrow(/y_bad\[5,4\]:f32 should be \[5,3\]/);
+    expect(() => matmulBf16(gpu, x, wf, y, { transW: false })).toThrow(/lora_a\[7,3\]:f32 has dtype f32, expected bf16/);
+    expect(() => matmulF32(gpu, x, w, y)).toThrow(/wq\[3,7\]:bf16 has dtype bf16, expected f32/);
+    expect(() => matmulF32(gpu, x, wf, y, { transA: true })).toThrow(/x\[5,7\]:f32 \(read as its transpose \[7,5\]\) has K=5, but lora_a/);
+    const sq = gpu.tensor([7, 7], 'f32', 'sq');
+    expect(() => matmulF32(gpu, x, sq, x)).toThrow(/output x\[5,7\]:f32 overlaps input x\[5,7\]:f32/);
+    const flat = gpu.tensor([35], 'f32', 'flat');
+    expect(() => matmulF32(gpu, flat, wf, y)).toThrow(/flat\[35\]:f32 has rank 1, expected a 2-D matrix/);
+    for (const t of [x, w, wf, y, bad, sq, flat]) gpu.free(t);
+  });
+});
