@@ -106,3 +106,15 @@ export function f16BitsToF32(h: number): number {
   if (exp === 0x1f) return mant ? NaN : sign * Infinity;
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
+
+/** A tensor over part of another's buffer, starting `offsetElems` elements in (views of a flat parameter buffer). */
+export function view(t: Tensor, offsetElems: number, shape: readonly number[], label: string): Tensor {
+  const n = numel(shape);
+  const offset = t.offset + offsetElems * dtypeBytes(t.dtype);
+  const byteLength = storageBytes(t.dtype, n);
+  if (offset % 4 !== 0) throw new Error(`view ${label}: byte offset ${offset} is not a whole u32 word`);
+  if (offset + byteLength > t.offset + t.byteLength) {
+    throw new Error(`view ${label}[${shape.join(',')}] at element ${offsetElems} runs past ${describe(t)}`);
+  }
+  return { buffer: t.buffer, offset, shape: [...shape], dtype: t.dtype, byteLength, label };
+}
