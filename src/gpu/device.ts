@@ -177,8 +177,13 @@ export class GpuRuntime {
     return t;
   }
 
+  /**
+   * Writes host data into a tensor. queue.writeBuffer runs before any command not yet
+   * submitted, so recorded work is submitted first: writes stay in program order.
+   */
   write(t: Tensor, data: Float32Array | Uint32Array | Int32Array | Uint16Array): void {
     this.assertAlive();
+    this.submit();
     let bytes = new Uint8Array(data.buffer, data.byteOffset, Math.min(data.byteLength, t.byteLength));
     if (bytes.byteLength % 4) {
       const padded = new Uint8Array(bytes.byteLength + (4 - (bytes.byteLength % 4)));

@@ -32,3 +32,105 @@ export function axpby(gpu: GpuRuntime, x: Tensor, y: Tensor, alpha: number, beta
   const p = gpu.pipeline('axpby', '', ['uniform', 'read', 'rw'], () => AXPBY);
   gpu.dispatch(p, [uniforms([['u32', n], ['f32', alpha], ['f32', beta]]), x, y], grid1d(ceilDiv(n, WG)));
 }
+
+// ---- one generated family: out[i] = expression of the inputs at i ----
+
+/** Activations RWKV needs: WGSL `f(x)` and its derivative `df(x)`, both from the input x. */
+const ACTIVATIONS = {
+  sigmoid: /* wgsl */ `
+fn f(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn df(x: f32) -> f32 { let s = f(x); return s * (1.0 - s); }`,
+  // Clamped because an exp-based tanh overflows to inf/inf = NaN; tanh(±15) is ±1 in f32.
+  tanh: /* wgsl */ `
+fn f(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+fn df(x: f32) -> f32 { let t = f(x); return 1.0 - t * t; }`,
+  reluSq: /* wgsl */ `
+fn f(x: f32) -> f32 { let r = max(x, 0.0); return r * r; }
+fn df(x: f32) -> f32 { return 2.0 * max(x, 0.0); }`,
+} as const;
+
+export type Activation = keyof typeof ACTIVATIONS;
+
+const BINARY = { add: 'a + b', mul: 'a * b' } as const;
+
+type BinaryOp = keyof typeof BINARY;
+
+/**
+ * WGSL computing out[i] = expr (or out[i] + expr) where expr reads the f32 inputs,
+ * named `inputs`, at element i, helper functions from `prelude`, and the uniform p.s.
+ */
+function mapShader(prelude: string, inputs: readonly string[], expr: string, accumulate: boolean): string {
+  const bindings = inputs.map((name, k) => `@group(0) @binding(${k + 1}) var<storage, read> ${name}_: array<f32>;`);
+  const loads = inputs.map((name) => `let ${name} = ${name}_[i];`);
+  return /* wgsl */ `
+struct P { n: u32, s: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+${bindings.join('\n')}
+@group(0) @binding(${inputs.length + 1}) var<storage, read_write> out: array<f32>;
+${prelude}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = ${WGSL_LINEAR_WG} * ${WG}u + li;
+  if (i >= p.n) { return; }
+  ${loads.join(' ')}
+  out[i] = ${accumulate ? 'out[i] + ' : ''}(${expr});
+}`;
+}
+
+interface MapSpec {
+  /** Pipeline name; with `accumulate` the key says so. */
+  name: string;
+  prelude?: string;
+  inputs: readonly (readonly [wgslName: string, t: Tensor])[];
+  expr: string;
+  out: Tensor;
+  accumulate?: boolean;
+  scalar?: number;
+}
+
+function runMap(gpu: GpuRuntime, s: MapSpec): void {
+  const n = assertSameSize(s.name, s.out, ...s.inputs.map(([, t]) => t));
+  const acc = s.accumulate ?? false;
+  const names = s.inputs.map(([name]) => name);
+  const kinds = ['uniform', ...names.map(() => 'read' as const), 'rw'] as const;
+  const p = gpu.pipeline(s.name, acc ? 'acc' : '', kinds, () => mapShader(s.prelude ?? '', names, s.expr, acc));
+  const args = [uniforms([['u32', n], ['f32', s.scalar ?? 0]]), ...s.inputs.map(([, t]) => t), s.out];
+  gpu.dispatch(p, args, grid1d(ceilDiv(n, WG)));
+}
+
+/** out = value everywhere, recorded as a kernel (ordered with the other dispatches, unlike gpu.fill). */
+export function fill(gpu: GpuRuntime, out: Tensor, value: number): void {
+  runMap(gpu, { name: 'fill', inputs: [], expr: 'p.s', out, scalar: value });
+}
+
+/** out = a op b elementwise; out must not share memory with a or b. */
+function binary(gpu: GpuRuntime, op: BinaryOp, a: Tensor, b: Tensor, out: Tensor): void {
+  runMap(gpu, { name: op, inputs: [['a', a], ['b', b]], expr: BINARY[op], out });
+}
+
+/** out = a + b. */
+export function add(gpu: GpuRuntime, a: Tensor, b: Tensor, out: Tensor): void {
+  binary(gpu, 'add', a, b, out);
+}
+
+/** out = a ⊙ b. */
+export function mul(gpu: GpuRuntime, a: Tensor, b: Tensor, out: Tensor): void {
+  binary(gpu, 'mul', a, b, out);
+}
+
+/** y = f(x) for an activation f; y must not share memory with x. */
+export function activation(gpu: GpuRuntime, op: Activation, x: Tensor, y: Tensor): void {
+  runMap(gpu, { name: op, prelude: ACTIVATIONS[op], inputs: [['x', x]], expr: 'f(x)', out: y });
+}
+
+/** dx = dy·f'(x) (dx += that with accumulate), from the forward input x. */
+export function activationBackward(gpu: GpuRuntime, op: Activation, x: Tensor, dy: Tensor, dx: Tensor, opts: { accumulate?: boolean } = {}): void {
+  runMap(gpu, {
+    name: `${op}Backward`,
+    prelude: ACTIVATIONS[op],
+    inputs: [['x', x], ['dy', dy]],
+    expr: 'dy * df(x)',
+    out: dx,
+    accumulate: opts.accumulate,
+  });
+}

@@ -57,23 +57,29 @@ describe('device', () => {
     gpu.free(y);
   });
 
+  // Broken pipelines get a device of their own so their errors cannot leak into other tests.
   it('names the kernel when a shader fails to compile', async () => {
-    const gpu = await getGpu();
-    const p = gpu.pipeline('broken_kernel', 'k1', ['rw'], () => '@compute @workgroup_size(1) fn main() { let x: f32 = nonsense; }');
-    const t = gpu.tensor([4], 'f32', 't');
-    gpu.dispatch(p, [t], [1]);
-    await expect(gpu.sync()).rejects.toThrow(/broken_kernel<k1>/);
-    gpu.free(t);
+    const gpu = await acquireGpu();
+    try {
+      const p = gpu.pipeline('broken_kernel', 'k1', ['rw'], () => '@compute @workgroup_size(1) fn main() { let x: f32 = nonsense; }');
+      const t = gpu.tensor([4], 'f32', 't');
+      gpu.dispatch(p, [t], [1]);
+      await expect(gpu.sync()).rejects.toThrow(/broken_kernel<k1>/);
+    } finally {
+      gpu.destroy();
+    }
   });
 
   it('rejects argument mismatches before recording', async () => {
-    const gpu = await getGpu();
-    const p = gpu.pipeline('two_args', '', ['read', 'rw'], () => '');
-    const t = gpu.tensor([4], 'f32', 't');
-    expect(() => gpu.dispatch(p, [t], [1])).toThrow(GpuError);
-    expect(() => gpu.dispatch(p, [t, t], [70000])).toThrow(/exceeds 65535/);
-    gpu.free(t);
-    await gpu.checkErrors().catch(() => undefined); // the empty shader's compile error belongs to this test
+    const gpu = await acquireGpu();
+    try {
+      const p = gpu.pipeline('two_args', '', ['read', 'rw'], () => '');
+      const t = gpu.tensor([4], 'f32', 't');
+      expect(() => gpu.dispatch(p, [t], [1])).toThrow(GpuError);
+      expect(() => gpu.dispatch(p, [t, t], [70000])).toThrow(/exceeds 65535/);
+    } finally {
+      gpu.destroy();
+    }
   });
 
   it('refuses a tensor larger than one binding', async () => {
@@ -114,5 +120,19 @@ describe('host conversions', () => {
     for (const v of [0, 1, -2, 65504, 2 ** -24, 0.333251953125]) expect(f16BitsToF32(f32ToF16Bits(v))).toBe(v);
     expect(f32ToF16Bits(1e6)).toBe(0x7c00);
     expect(f16BitsToF32(f32ToF16Bits(1 + 2 ** -11))).toBe(1);
+  });
+});
+
+describe('ordering', () => {
+  it('a write after recorded work does not overtake it', async () => {
+    const gpu = await getGpu();
+    const x = gpu.upload(new Float32Array(16).fill(1), [16], 'f32', 'x');
+    const y = gpu.upload(new Float32Array(16).fill(0), [16], 'f32', 'y');
+    axpby(gpu, x, y, 1, 0); // y = x = 1, recorded
+    gpu.write(x, new Float32Array(16).fill(5)); // must land after the dispatch above
+    axpby(gpu, x, y, 1, 1); // y = 1 + 5
+    expect(Array.from(await gpu.readF32(y))).toEqual(new Array(16).fill(6));
+    gpu.free(x);
+    gpu.free(y);
   });
 });

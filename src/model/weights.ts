@@ -1,0 +1,74 @@
+/**
+ * Frozen base weights on the GPU. Matrices (every tensor a matmul reads) stay
+ * bf16, packed two per u32 and converted in the shader, so a model never costs
+ * more GPU memory than its bf16 checkpoint; vectors are small and kept as f32.
+ */
+import type { GpuRuntime } from '../gpu/device.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, type Tensor } from '../gpu/tensor.js';
+
+/** A checkpoint tensor on the host: raw little-endian bytes, contiguous. */
+export interface HostTensor {
+  readonly dtype: 'bf16' | 'f16' | 'f32';
+  readonly shape: readonly number[];
+  readonly data: Uint8Array;
+}
+
+export function hostToF32(t: HostTensor): Float32Array {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const dv = new DataView(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  const out = new Float32Array(n);
+  if (t.dtype === 'f32') for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
+  else if (t.dtype === 'bf16') for (let i = 0; i < n; i++) out[i] = bf16BitsToF32(dv.getUint16(2 * i, true));
+  else for (let i = 0; i < n; i++) out[i] = f16BitsToF32(dv.getUint16(2 * i, true));
+  return out;
+}
+
+/** bf16 bits of a host tensor (exact for bf16; f32 and f16 are rounded to nearest even). */
+export function hostToBf16(t: HostTensor): Uint16Array {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  if (t.dtype === 'bf16') {
+    const bits = new Uint16Array(n + (n & 1));
+    bits.set(new Uint16Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + 2 * n)));
+    return bits;
+  }
+  const f = hostToF32(t);
+  const bits = new Uint16Array(n + (n & 1));
+  for (let i = 0; i < n; i++) bits[i] = f32ToBf16Bits(f[i]);
+  return bits;
+}
+
+export function f32Host(shape: readonly number[], values: ArrayLike<number>): HostTensor {
+  const f = Float32Array.from(values);
+  return { dtype: 'f32', shape, data: new Uint8Array(f.buffer) };
+}
+
+export class GpuWeights {
+  private readonly tensors = new Map<string, Tensor>();
+
+  constructor(private readonly gpu: GpuRuntime) {}
+
+  uploadMatrix(name: string, t: HostTensor): Tensor {
+    const g = this.gpu.upload(hostToBf16(t), t.shape, 'bf16', name);
+    this.tensors.set(name, g);
+    return g;
+  }
+
+  /** A vector (or small table) as f32, flattened to one dimension. */
+  uploadVector(name: string, t: HostTensor): Tensor {
+    const f = hostToF32(t);
+    const g = this.gpu.upload(f, [f.length], 'f32', name);
+    this.tensors.set(name, g);
+    return g;
+  }
+
+  get(name: string): Tensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`weight ${name} was not uploaded`);
+    return t;
+  }
+
+  free(): void {
+    for (const t of this.tensors.values()) this.gpu.free(t);
+    this.tensors.clear();
+  }
+}
