@@ -44,3 +44,18 @@ describe('rwkv7Dims', () => {
     expect(() => rwkv7Dims(t)).toThrow(/heads × head size = 192/);
   });
 });
+
+describe('rwkv7DefaultDims', () => {
+  it("reproduces the spec's table of low-rank sizes", async () => {
+    const { rwkv7DefaultDims } = await import('../../src/model/rwkv7_init.js');
+    const row = (L: number, C: number) => {
+      const d = rwkv7DefaultDims(L, C, 65536);
+      return [d.dW, d.dA, d.dV, d.dG];
+    };
+    expect(row(12, 768)).toEqual([64, 64, 32, 128]);
+    expect(row(24, 1024)).toEqual([64, 64, 32, 128]);
+    expect(row(24, 2048)).toEqual([96, 96, 64, 256]);
+    expect(row(32, 2560)).toEqual([96, 96, 64, 320]);
+    expect(row(32, 4096)).toEqual([128, 128, 96, 480]);
+  });
+});

@@ -5,6 +5,7 @@
  * in its usual regime: lerp coefficients in [0,1], decays spanning slow to
  * fast, a/v gates away from saturation, LayerNorm gains near 1.
  */
+import { rwkv7InitDraw } from '../../src/model/rwkv7_init.js';
 import type { Rng } from '../helpers.js';
 import { X070_LORA_TARGETS, x070KeyShapes, type RefLora, type RefTensor, type RefWeights, type X070Dims } from './rwkv7_model.js';
 
@@ -34,43 +35,6 @@ function filled(rng: Rng, n: number, draw: (rng: Rng) => number): Float64Array {
   return a;
 }
 
-/** The value range of each parameter kind, by the key's last name part. */
-function drawFor(key: string, shape: number[]): (rng: Rng) => number {
-  const last = key.replace(/\.(weight|bias)$/, '').split('.').pop()!;
-  const fanIn = shape[shape.length - 1];
-  const normal = (std: number) => (r: Rng) => r.normal() * std;
-  const uniform = (lo: number, hi: number) => (r: Rng) => r.uniform(lo, hi);
-  if (key.endsWith('.bias')) return uniform(-0.2, 0.2);
-  if (/^ln/.test(last)) return uniform(0.6, 1.4);
-  switch (last) {
-    case 'emb':
-      return uniform(-1, 1);
-    case 'head':
-      return normal(2 / Math.sqrt(fanIn));
-    case 'x_r': case 'x_w': case 'x_k': case 'x_v': case 'x_a': case 'x_g':
-      return uniform(0, 1);
-    case 'w0':
-      return uniform(-4, 1);
-    case 'a0':
-      return uniform(-1, 1);
-    case 'v0':
-      return uniform(-0.5, 1.5);
-    case 'k_k':
-      return uniform(0.5, 1.2);
-    case 'k_a':
-      return uniform(0.5, 1.5);
-    case 'r_k':
-      return uniform(-0.5, 0.5);
-    case 'w1': case 'a1': case 'v1': case 'g1':
-      return normal(1 / Math.sqrt(shape[0]));
-    case 'w2': case 'a2': case 'v2': case 'g2':
-      return normal(0.5 / Math.sqrt(shape[0]));
-    default:
-      // The Linear weights [out, in]; relu²'s output scale is kept moderate.
-      return normal(1 / Math.sqrt(fanIn));
-  }
-}
-
 export function tinyX070Dims(cfg: TinyX070Config): X070Dims {
   if (cfg.C % cfg.headSize !== 0) throw new Error(`tiny x070: C = ${cfg.C} is not a multiple of headSize = ${cfg.headSize}`);
   return {
@@ -92,7 +56,7 @@ export function tinyX070Weights(rng: Rng, cfg: TinyX070Config): RefWeights {
   const weights: RefWeights = new Map();
   for (const [key, shape] of x070KeyShapes(tinyX070Dims(cfg))) {
     const n = shape.reduce((p, d) => p * d, 1);
-    weights.set(key, { shape, data: filled(rng, n, drawFor(key, shape)) });
+    weights.set(key, { shape, data: filled(rng, n, rwkv7InitDraw(key, shape)) });
   }
   return weights;
 }

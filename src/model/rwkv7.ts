@@ -1,0 +1,538 @@
+/**
+ * The RWKV-7 (x070) model with LoRA on the GPU: explicit forward and backward
+ * per block, in the spirit of llm.c. Every buffer is sized once for the
+ * micro-batch [B, T]; a training step allocates nothing.
+ *
+ * Trainable tensors (LoRA A/B, and LayerNorm/GroupNorm weights with trainLn) live
+ * in one flat f32 buffer `params` with gradients in `grads`, both laid out by
+ * src/lora/lora.ts. The backward always adds into `grads` (micro-batch
+ * accumulation); the optimizer zeroes them.
+ */
+import type { GpuRuntime } from '../gpu/device.js';
+import { view, type Tensor } from '../gpu/tensor.js';
+import { crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
+import { dropout } from '../kernels/dropout.js';
+import { activation, activationBackward, axpby, fill } from '../kernels/elementwise.js';
+import { embedding } from '../kernels/embedding.js';
+import { groupNorm, groupNormBackward } from '../kernels/layernorm.js';
+import { matmulBf16, matmulF32 } from '../kernels/matmul.js';
+import * as ops from '../kernels/rwkv7_ops.js';
+import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Saved } from '../kernels/wkv7.js';
+import { buildLayout, initialValues, loraSpecs, type LoraConfig, type Rwkv7LoraTarget, type TrainableLayout } from '../lora/lora.js';
+import { rwkv7Dims, type Rwkv7Dims } from './rwkv7_config.js';
+import { GpuWeights, hostToF32, type HostTensor } from './weights.js';
+
+const LN_EPS = 1e-5;
+const GN_EPS = 64e-5;
+
+export interface Rwkv7Options {
+  /** Sequences per micro-batch. */
+  B: number;
+  /** Tokens per sequence. */
+  T: number;
+  lora: LoraConfig;
+  /** Also train every LayerNorm and GroupNorm weight and bias (RWKV-PEFT's train_parts "ln"). */
+  trainLn?: boolean;
+  /** Activation checkpointing: keep only block inputs and recompute each block in the backward. */
+  gradCp?: boolean;
+  /** RWKV's L2Wrap term in the loss gradient (default on, as in RWKV-PEFT). */
+  l2wrap?: boolean;
+  /** Seed of the LoRA initialisation. */
+  seed: number;
+  /** Initial WKV state per layer, f32 [B, H, N, N] values (row = value dim); zero when absent. */
+  initialStates?: (Float32Array | undefined)[];
+  /** Where the weights came from, for error messages. */
+  source?: string;
+  /** n_layer / n_embd from a config, checked against the weights. */
+  expect?: { nLayer?: number; nEmbd?: number };
+}
+
+const SMALL_MATRICES = ['w1', 'w2', 'a1', 'a2', 'v1', 'v2', 'g1', 'g2'];
+const BIG_MATRICES = ['att.receptance.weight', 'att.key.weight', 'att.value.weight', 'att.output.weight', 'ffn.key.weight', 'ffn.value.weight'];
+
+/** Activations of one block: everything its backward reads. */
+interface Arena {
+  xln1: Tensor; st1: Tensor;
+  xr: Tensor; xw: Tensor; xk: Tensor; xv: Tensor; xa: Tensor; xg: Tensor;
+  r: Tensor; k: Tensor; v: Tensor;
+  uw: Tensor; tw: Tensor; wraw: Tensor;
+  ua: Tensor; za: Tensor; a: Tensor;
+  uv: Tensor; zv: Tensor; vmix: Tensor;
+  ug: Tensor; sg: Tensor; g: Tensor;
+  kk: Tensor; kt: Tensor; aw: Tensor; bw: Tensor;
+  y: Tensor; saved: Wkv7Saved; gn: Tensor; stx: Tensor; opre: Tensor;
+  xmid: Tensor; xln2: Tensor; st2: Tensor; xk2: Tensor; hk: Tensor; hr: Tensor;
+  /** LoRA hidden h = dropout(x)·Aᵀ per target. */
+  h: Map<Rwkv7LoraTarget, Tensor>;
+}
+
+/** Gradients of activations inside a block; shared by all layers. */
+interface GradArena {
+  dhr: Tensor; dhk: Tensor; dxk2: Tensor; dxln2: Tensor;
+  dopre: Tensor; dgn: Tensor; dr: Tensor; dkt: Tensor; dv: Tensor; dg: Tensor; dy: Tensor;
+  dwraw: Tensor; daw: Tensor; dbw: Tensor; dk: Tensor; da: Tensor; dvraw: Tensor; dvg: Tensor;
+  dzv: Tensor; duv: Tensor; dsg: Tensor; dug: Tensor; dza: Tensor; dua: Tensor; dtw: Tensor; duw: Tensor;
+  dxr: Tensor; dxw: Tensor; dxk: Tensor; dxv: Tensor; dxa: Tensor; dxg: Tensor; dxln1: Tensor;
+  /** LoRA scratch: dh [M, r] and the dropped-out input of the widest target. */
+  dh: Tensor; xdrop: Tensor; dxdrop: Tensor;
+}
+
+export class Rwkv7Model {
+  readonly dims: Rwkv7Dims;
+  readonly layout: TrainableLayout;
+  readonly params: Tensor;
+  readonly grads: Tensor;
+  readonly B: number;
+  readonly T: number;
+  readonly M: number;
+  /** Logits [M, V] after forward(); overwritten by dlogits during the backward. */
+  readonly logits: Tensor;
+  /** Mean loss over valid labels, f32 [1], after forwardBackward() or loss(). */
+  readonly lossOut: Tensor;
+  /** u32 [1]: the step's dropout seed, written by setBatch. */
+  readonly seed: Tensor;
+  private readonly w: GpuWeights;
+  private readonly opts: Rwkv7Options;
+  private readonly scale: number;
+  private readonly ids: Tensor;
+  private readonly targets: Tensor;
+  private readonly rowLoss: Tensor;
+  private readonly nValid: Tensor;
+  /** Block inputs x_0..x_L (x_L is the last block's output). */
+  private readonly xs: Tensor[];
+  private readonly xemb: Tensor;
+  private readonly st0: Tensor;
+  private readonly vfirst: Tensor;
+  private readonly dvfirst: Tensor;
+  private readonly xo: Tensor;
+  private readonly sto: Tensor;
+  private readonly dx: Tensor;
+  private readonly dxo: Tensor;
+  private readonly arenas: Arena[];
+  private readonly g: GradArena;
+  private readonly s0: (Tensor | undefined)[];
+  /** ∂L/∂s0 per layer, when initial states are given. */
+  private readonly ds0: (Tensor | undefined)[];
+  private readonly trainable = new Map<string, Tensor>();
+  private readonly trainableGrad = new Map<string, Tensor>();
+  private readonly dropSalt = new Map<string, number>();
+
+  constructor(
+    private readonly gpu: GpuRuntime,
+    host: ReadonlyMap<string, HostTensor>,
+    opts: Rwkv7Options,
+  ) {
+    this.opts = opts;
+    const d = (this.dims = rwkv7Dims(host, opts.source ?? 'model', opts.expect));
+    const { B, T } = opts;
+    if (!(Number.isInteger(B) && B >= 1 && Number.isInteger(T) && T >= 1)) throw new Error(`micro-batch must be B, T >= 1, got B=${B} T=${T}`);
+    this.B = B;
+    this.T = T;
+    const M = (this.M = B * T);
+    const C = d.nEmbd;
+    const F = d.ffnHidden;
+    const r = opts.lora.r;
+    this.scale = opts.lora.alpha / r;
+
+    // Frozen weights.
+    this.w = new GpuWeights(gpu);
+    const get = (k: string): HostTensor => host.get(k)!;
+    this.w.uploadMatrix('emb.weight', get('emb.weight'));
+    this.w.uploadMatrix('head.weight', get('head.weight'));
+    for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) this.w.uploadVector(k, get(k));
+    for (let l = 0; l < d.nLayer; l++) {
+      const p = `blocks.${l}.`;
+      for (const m of BIG_MATRICES) this.w.uploadMatrix(p + m, get(p + m));
+      for (const m of SMALL_MATRICES) if (l > 0 || m[0] !== 'v') this.w.uploadMatrix(`${p}att.${m}`, get(`${p}att.${m}`));
+      for (const v of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0', 'a0', 'k_k', 'k_a', 'r_k', 'ln_x.weight', 'ln_x.bias']) {
+        this.w.uploadVector(`${p}att.${v}`, get(`${p}att.${v}`));
+      }
+      if (l > 0) this.w.uploadVector(`${p}att.v0`, get(`${p}att.v0`));
+      for (const v of ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']) this.w.uploadVector(p + v, get(p + v));
+      this.w.uploadVector(`${p}ffn.x_k`, get(`${p}ffn.x_k`));
+    }
+
+    // Trainable parameters in one flat buffer.
+    const specs = loraSpecs(d.nLayer, C, F, opts.lora);
+    if (opts.trainLn) for (const name of lnNames(d.nLayer)) specs.push({ name, shape: [C] });
+    this.layout = buildLayout(specs);
+    this.params = gpu.upload(
+      initialValues(this.layout, opts.seed, (name) => hostToF32(get(name))),
+      [this.layout.size],
+      'f32',
+      'params',
+    );
+    this.grads = gpu.tensor([this.layout.size], 'f32', 'grads');
+    fill(gpu, this.grads, 0);
+    for (const e of this.layout.entries) {
+      this.trainable.set(e.name, view(this.params, e.offset, e.shape, e.name));
+      this.trainableGrad.set(e.name, view(this.grads, e.offset, e.shape, `grad ${e.name}`));
+    }
+    let salt = 1;
+    for (const e of this.layout.entries) if (e.name.endsWith('.lora_A')) this.dropSalt.set(e.name, salt++);
+
+    // Activations.
+    const f32 = (shape: number[], label: string): Tensor => gpu.tensor(shape, 'f32', label);
+    this.ids = gpu.tensor([M], 'u32', 'ids');
+    this.targets = gpu.tensor([M], 'i32', 'targets');
+    this.seed = gpu.tensor([1], 'u32', 'dropout seed');
+    this.rowLoss = f32([M], 'rowLoss');
+    this.nValid = gpu.tensor([1], 'u32', 'nValid');
+    this.lossOut = f32([1], 'loss');
+    this.xemb = f32([M, C], 'xemb');
+    this.st0 = f32([M, 2], 'ln0 stats');
+    this.xs = Array.from({ length: d.nLayer + 1 }, (_, l) => f32([M, C], `x${l}`));
+    this.vfirst = f32([M, C], 'v_first');
+    this.dvfirst = f32([M, C], 'd v_first');
+    this.xo = f32([M, C], 'ln_out');
+    this.sto = f32([M, 2], 'ln_out stats');
+    this.logits = f32([M, d.vocab], 'logits');
+    this.dx = f32([M, C], 'dx');
+    this.dxo = f32([M, C], 'dxo');
+    const nArenas = opts.gradCp ? 1 : d.nLayer;
+    this.arenas = Array.from({ length: nArenas }, (_, i) => this.makeArena(i));
+    this.g = this.makeGradArena();
+    this.s0 = [];
+    this.ds0 = [];
+    for (let l = 0; l < d.nLayer; l++) {
+      const s = opts.initialStates?.[l];
+      const shape = [B, d.nHead, d.headSize, d.headSize];
+      this.s0.push(s ? gpu.upload(s, shape, 'f32', `s0.${l}`) : undefined);
+      const ds = s ? f32(shape, `ds0.${l}`) : undefined;
+      if (ds) fill(gpu, ds, 0);
+      this.ds0.push(ds);
+    }
+  }
+
+  private makeArena(i: number): Arena {
+    const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG, nHead: H, headSize: N } = this.dims;
+    const M = this.M;
+    const t = (shape: number[], name: string): Tensor => this.gpu.tensor(shape, 'f32', `a${i}.${name}`);
+    const mc = (name: string): Tensor => t([M, C], name);
+    const h = new Map<Rwkv7LoraTarget, Tensor>();
+    for (const target of this.opts.lora.targets) h.set(target, t([M, this.opts.lora.r], `h.${target}`));
+    return {
+      xln1: mc('xln1'), st1: t([M, 2], 'st1'),
+      xr: mc('xr'), xw: mc('xw'), xk: mc('xk'), xv: mc('xv'), xa: mc('xa'), xg: mc('xg'),
+      r: mc('r'), k: mc('k'), v: mc('v'),
+      uw: t([M, dW], 'uw'), tw: t([M, dW], 'tw'), wraw: mc('wraw'),
+      ua: t([M, dA], 'ua'), za: mc('za'), a: mc('a'),
+      uv: t([M, Math.max(dV, 1)], 'uv'), zv: mc('zv'), vmix: mc('vmix'),
+      ug: t([M, dG], 'ug'), sg: t([M, dG], 'sg'), g: mc('g'),
+      kk: mc('kk'), kt: mc('kt'), aw: mc('aw'), bw: mc('bw'),
+      y: mc('y'), saved: allocWkv7Saved(this.gpu, { B: this.B, T: this.T, H, N }, `a${i}.wkv`),
+      gn: mc('gn'), stx: t([M * H, 2], 'stx'), opre: mc('opre'),
+      xmid: mc('xmid'), xln2: mc('xln2'), st2: t([M, 2], 'st2'), xk2: mc('xk2'), hk: t([M, F], 'hk'), hr: t([M, F], 'hr'),
+      h,
+    };
+  }
+
+  private makeGradArena(): GradArena {
+    const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG } = this.dims;
+    const M = this.M;
+    const t = (shape: number[], name: string): Tensor => this.gpu.tensor(shape, 'f32', `g.${name}`);
+    const mc = (name: string): Tensor => t([M, C], name);
+    return {
+      dhr: t([M, F], 'dhr'), dhk: t([M, F], 'dhk'), dxk2: mc('dxk2'), dxln2: mc('dxln2'),
+      dopre: mc('dopre'), dgn: mc('dgn'), dr: mc('dr'), dkt: mc('dkt'), dv: mc('dv'), dg: mc('dg'), dy: mc('dy'),
+      dwraw: mc('dwraw'), daw: mc('daw'), dbw: mc('dbw'), dk: mc('dk'), da: mc('da'), dvraw: mc('dvraw'), dvg: mc('dvg'),
+      dzv: mc('dzv'), duv: t([M, Math.max(dV, 1)], 'duv'), dsg: t([M, dG], 'dsg'), dug: t([M, dG], 'dug'),
+      dza: mc('dza'), dua: t([M, dA], 'dua'), dtw: t([M, dW], 'dtw'), duw: t([M, dW], 'duw'),
+      dxr: mc('dxr'), dxw: mc('dxw'), dxk: mc('dxk'), dxv: mc('dxv'), dxa: mc('dxa'), dxg: mc('dxg'), dxln1: mc('dxln1'),
+      dh: t([M, this.opts.lora.r], 'dh'), xdrop: t([M, Math.max(C, F)], 'xdrop'), dxdrop: t([M, Math.max(C, F)], 'dxdrop'),
+    };
+  }
+
+  // ---- inputs ----
+
+  /**
+   * Uploads a micro-batch: ids [B·T] (each < vocab) and labels [B·T] (−100 = no loss),
+   * and the step's dropout seed.
+   */
+  setBatch(ids: ArrayLike<number>, labels: ArrayLike<number>, dropoutSeed = 0): void {
+    const { M } = this;
+    const V = this.dims.vocab;
+    if (ids.length !== M || labels.length !== M) throw new Error(`setBatch: expected ${M} ids and labels (B=${this.B} × T=${this.T}), got ${ids.length} and ${labels.length}`);
+    for (let i = 0; i < M; i++) {
+      if (!(Number.isInteger(ids[i]) && ids[i] >= 0 && ids[i] < V)) throw new Error(`setBatch: token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${V})`);
+      if (labels[i] !== -100 && !(Number.isInteger(labels[i]) && labels[i] >= 0 && labels[i] < V)) {
+        throw new Error(`setBatch: label ${labels[i]} at position ${i} is neither -100 nor in [0, ${V})`);
+      }
+    }
+    this.gpu.write(this.ids, Uint32Array.from(ids));
+    this.gpu.write(this.targets, Int32Array.from(labels));
+    this.gpu.write(this.seed, Uint32Array.of(dropoutSeed >>> 0));
+  }
+
+  // ---- forward ----
+
+  /** Records the forward pass: logits for the current batch. */
+  forward(): void {
+    const d = this.dims;
+    const gpu = this.gpu;
+    embedding(gpu, this.ids, this.w.get('emb.weight'), this.xemb);
+    groupNorm(gpu, this.xemb, this.lnWeight('blocks.0.ln0.weight'), this.lnWeight('blocks.0.ln0.bias'), this.xs[0], { groupSize: d.nEmbd, eps: LN_EPS, stats: this.st0 });
+    for (let l = 0; l < d.nLayer; l++) this.blockForward(l, this.arena(l));
+    groupNorm(gpu, this.xs[d.nLayer], this.lnWeight('ln_out.weight'), this.lnWeight('ln_out.bias'), this.xo, { groupSize: d.nEmbd, eps: LN_EPS, stats: this.sto });
+    matmulBf16(gpu, this.xo, this.w.get('head.weight'), this.logits, { transW: true });
+  }
+
+  /** Records forward, loss and backward; gradients are added into `grads`. */
+  forwardBackward(gradScale = 1): void {
+    this.forward();
+    this.lossAndBackward(gradScale);
+  }
+
+  async readLoss(): Promise<number> {
+    return (await this.gpu.readF32(this.lossOut))[0];
+  }
+
+  private arena(l: number): Arena {
+    return this.arenas[this.opts.gradCp ? 0 : l];
+  }
+
+  /** A LayerNorm/GroupNorm parameter: the trainable copy when trainLn, else the frozen one. */
+  private lnWeight(name: string): Tensor {
+    return this.trainable.get(name) ?? this.w.get(name);
+  }
+
+  /** out (+)= x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ for a Linear with an optional LoRA adapter. */
+  private linear(l: number, target: string, x: Tensor, out: Tensor, h: Tensor | undefined, accumulate: boolean): void {
+    const gpu = this.gpu;
+    matmulBf16(gpu, x, this.w.get(`blocks.${l}.${target}.weight`), out, { transW: true, accumulate });
+    if (!h) return;
+    const A = this.trainable.get(`blocks.${l}.${target}.lora_A`)!;
+    const B = this.trainable.get(`blocks.${l}.${target}.lora_B`)!;
+    matmulF32(gpu, this.dropped(l, target, x), A, h, { transB: true });
+    matmulF32(gpu, h, B, out, { transB: true, accumulate: true, alpha: this.scale });
+  }
+
+  /** The LoRA branch's input: x itself, or its dropout into scratch (same mask every time). */
+  private dropped(l: number, target: string, x: Tensor): Tensor {
+    const p = this.opts.lora.dropout;
+    if (p === 0) return x;
+    const out = view(this.g.xdrop, 0, x.shape, 'xdrop');
+    dropout(this.gpu, x, out, this.seed, p, this.dropSalt.get(`blocks.${l}.${target}.lora_A`)!);
+    return out;
+  }
+
+  private blockForward(l: number, a: Arena): void {
+    const gpu = this.gpu;
+    const d = this.dims;
+    const p = `blocks.${l}.att.`;
+    const W = (k: string): Tensor => this.w.get(k);
+    const hOf = (t: Rwkv7LoraTarget): Tensor | undefined => a.h.get(t);
+    const bt = { B: this.B, T: this.T };
+    const x = this.xs[l];
+
+    // Time mix.
+    groupNorm(gpu, x, this.lnWeight(`blocks.${l}.ln1.weight`), this.lnWeight(`blocks.${l}.ln1.bias`), a.xln1, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st1 });
+    ops.tokenShiftLerp(gpu, a.xln1, [W(p + 'x_r'), W(p + 'x_w'), W(p + 'x_k'), W(p + 'x_v'), W(p + 'x_a'), W(p + 'x_g')], [a.xr, a.xw, a.xk, a.xv, a.xa, a.xg], bt);
+    this.linear(l, 'att.receptance', a.xr, a.r, hOf('att.receptance'), false);
+    this.linear(l, 'att.key', a.xk, a.k, hOf('att.key'), false);
+    this.linear(l, 'att.value', a.xv, a.v, hOf('att.value'), false);
+    matmulBf16(gpu, a.xw, W(p + 'w1'), a.uw, { transW: false });
+    activation(gpu, 'tanh', a.uw, a.tw);
+    matmulBf16(gpu, a.tw, W(p + 'w2'), a.wraw, { transW: false });
+    ops.addBias(gpu, a.wraw, W(p + 'w0'));
+    matmulBf16(gpu, a.xa, W(p + 'a1'), a.ua, { transW: false });
+    matmulBf16(gpu, a.ua, W(p + 'a2'), a.za, { transW: false });
+    ops.sigmoidBias(gpu, a.za, W(p + 'a0'), a.a);
+    if (l === 0) {
+      gpu.copy(a.v, this.vfirst);
+      gpu.copy(a.v, a.vmix);
+    } else {
+      matmulBf16(gpu, a.xv, W(p + 'v1'), a.uv, { transW: false });
+      matmulBf16(gpu, a.uv, W(p + 'v2'), a.zv, { transW: false });
+      ops.valueResidual(gpu, a.v, this.vfirst, a.zv, W(p + 'v0'), a.vmix);
+    }
+    matmulBf16(gpu, a.xg, W(p + 'g1'), a.ug, { transW: false });
+    activation(gpu, 'sigmoid', a.ug, a.sg);
+    matmulBf16(gpu, a.sg, W(p + 'g2'), a.g, { transW: false });
+    ops.keyPrep(gpu, a.k, a.a, W(p + 'k_k'), W(p + 'k_a'), { kk: a.kk, kt: a.kt, aw: a.aw, bw: a.bw }, { headSize: d.headSize });
+    wkv7Forward(gpu, { B: this.B, T: this.T, H: d.nHead, N: d.headSize, r: a.r, w: a.wraw, k: a.kt, v: a.vmix, a: a.aw, b: a.bw, s0: this.s0[l], y: a.y, saved: a.saved });
+    groupNorm(gpu, a.y, this.lnWeight(p + 'ln_x.weight'), this.lnWeight(p + 'ln_x.bias'), a.gn, { groupSize: d.headSize, eps: GN_EPS, stats: a.stx });
+    ops.bonusGate(gpu, a.gn, a.r, a.kt, a.vmix, W(p + 'r_k'), a.g, a.opre, { headSize: d.headSize });
+    gpu.copy(x, a.xmid);
+    this.linear(l, 'att.output', a.opre, a.xmid, hOf('att.output'), true);
+
+    // Channel mix.
+    const f = `blocks.${l}.`;
+    groupNorm(gpu, a.xmid, this.lnWeight(f + 'ln2.weight'), this.lnWeight(f + 'ln2.bias'), a.xln2, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st2 });
+    ops.tokenShiftLerp(gpu, a.xln2, [W(f + 'ffn.x_k')], [a.xk2], bt);
+    this.linear(l, 'ffn.key', a.xk2, a.hk, hOf('ffn.key'), false);
+    activation(gpu, 'reluSq', a.hk, a.hr);
+    gpu.copy(a.xmid, this.xs[l + 1]);
+    this.linear(l, 'ffn.value', a.hr, this.xs[l + 1], hOf('ffn.value'), true);
+  }
+
+  // ---- loss and backward ----
+
+  private lossAndBackward(gradScale: number): void {
+    const gpu = this.gpu;
+    const d = this.dims;
+    crossEntropy(gpu, this.logits, this.targets, this.logits, this.rowLoss, {
+      l2wrap: this.opts.l2wrap ?? true,
+      gradScale,
+      l2wrapTokens: this.M,
+      nValid: this.nValid,
+    });
+    meanLoss(gpu, this.rowLoss, this.nValid, this.lossOut);
+    matmulBf16(gpu, this.logits, this.w.get('head.weight'), this.dxo, { transW: false });
+    this.normBackward(this.dxo, this.xs[d.nLayer], 'ln_out', this.sto, this.dx, d.nEmbd, false);
+    fill(gpu, this.dvfirst, 0);
+    for (let l = d.nLayer - 1; l >= 0; l--) {
+      if (this.opts.gradCp) this.blockForward(l, this.arenas[0]);
+      this.blockBackward(l, this.arena(l));
+    }
+    if (this.trainable.has('blocks.0.ln0.weight')) {
+      this.normBackward(this.dx, this.xemb, 'blocks.0.ln0', this.st0, this.dxo, d.nEmbd, false);
+    }
+  }
+
+  /** Backward of a LayerNorm/GroupNorm named `name` (its .weight/.bias), with parameter grads when trained. */
+  private normBackward(dy: Tensor, x: Tensor, name: string, stats: Tensor, dx: Tensor, groupSize: number, accumulateDx: boolean): void {
+    groupNormBackward(this.gpu, dy, x, this.lnWeight(`${name}.weight`), stats, dx, {
+      groupSize,
+      accumulateDx,
+      dWeight: this.trainableGrad.get(`${name}.weight`),
+      dBias: this.trainableGrad.get(`${name}.bias`),
+      accumulateParams: true,
+    });
+  }
+
+  /**
+   * Backward of `linear`: dx (+)= dy·W + s·(dy·B)·A ⊙ dropout mask, and the LoRA
+   * gradients dB += s·dyᵀ·h, dA += (s·dy·B)ᵀ·dropout(x).
+   */
+  private linearBackward(l: number, target: string, dy: Tensor, x: Tensor, h: Tensor | undefined, dx: Tensor, accumulate: boolean): void {
+    const gpu = this.gpu;
+    matmulBf16(gpu, dy, this.w.get(`blocks.${l}.${target}.weight`), dx, { transW: false, accumulate });
+    if (!h) return;
+    const name = `blocks.${l}.${target}`;
+    const A = this.trainable.get(`${name}.lora_A`)!;
+    const B = this.trainable.get(`${name}.lora_B`)!;
+    const dh = this.g.dh;
+    matmulF32(gpu, dy, h, this.trainableGrad.get(`${name}.lora_B`)!, { transA: true, accumulate: true, alpha: this.scale });
+    matmulF32(gpu, dy, B, dh, { alpha: this.scale });
+    matmulF32(gpu, dh, this.dropped(l, target, x), this.trainableGrad.get(`${name}.lora_A`)!, { transA: true, accumulate: true });
+    const p = this.opts.lora.dropout;
+    if (p === 0) {
+      matmulF32(gpu, dh, A, dx, { accumulate: true });
+    } else {
+      const dxd = view(this.g.dxdrop, 0, x.shape, 'dxdrop');
+      matmulF32(gpu, dh, A, dxd);
+      dropout(gpu, dxd, dx, this.seed, p, this.dropSalt.get(`${name}.lora_A`)!, { accumulate: true });
+    }
+  }
+
+  /** From dx = ∂L/∂x_{l+1} in this.dx, leaves ∂L/∂x_l in this.dx. */
+  private blockBackward(l: number, a: Arena): void {
+    const gpu = this.gpu;
+    const d = this.dims;
+    const g = this.g;
+    const p = `blocks.${l}.att.`;
+    const W = (k: string): Tensor => this.w.get(k);
+    const hOf = (t: Rwkv7LoraTarget): Tensor | undefined => a.h.get(t);
+    const bt = { B: this.B, T: this.T };
+    const dx = this.dx;
+
+    // Channel mix: x_{l+1} = xmid + ffn(xmid).
+    this.linearBackward(l, 'ffn.value', dx, a.hr, hOf('ffn.value'), g.dhr, false);
+    activationBackward(gpu, 'reluSq', a.hk, g.dhr, g.dhk);
+    this.linearBackward(l, 'ffn.key', g.dhk, a.xk2, hOf('ffn.key'), g.dxk2, false);
+    ops.tokenShiftLerpBackward(gpu, [g.dxk2], [W(`blocks.${l}.ffn.x_k`)], g.dxln2, bt);
+    this.normBackward(g.dxln2, a.xmid, `blocks.${l}.ln2`, a.st2, dx, d.nEmbd, true);
+
+    // Time mix: xmid = x_l + att(x_l).
+    this.linearBackward(l, 'att.output', dx, a.opre, hOf('att.output'), g.dopre, false);
+    ops.bonusGateBackward(gpu, g.dopre, a.gn, a.r, a.kt, a.vmix, W(p + 'r_k'), a.g, { dgn: g.dgn, dr: g.dr, dkt: g.dkt, dv: g.dv, dg: g.dg }, { headSize: d.headSize });
+    this.normBackward(g.dgn, a.y, p + 'ln_x', a.stx, g.dy, d.headSize, false);
+    wkv7Backward(gpu, {
+      B: this.B, T: this.T, H: d.nHead, N: d.headSize,
+      r: a.r, w: a.wraw, k: a.kt, v: a.vmix, a: a.aw, b: a.bw, dy: g.dy, saved: a.saved,
+      dr: g.dxr, dw: g.dwraw, dk: g.dxk, dv: g.dxv, da: g.daw, db: g.dbw, ds0: this.ds0[l], accumulate: true,
+    });
+    // WKV wrote its own dr/dk̃/dv into scratch; add the bonus/gate paths' contributions.
+    axpby(gpu, g.dxr, g.dr, 1, 1);
+    axpby(gpu, g.dxk, g.dkt, 1, 1);
+    axpby(gpu, g.dxv, g.dv, 1, 1);
+    ops.keyPrepBackward(gpu, g.dkt, g.daw, g.dbw, a.k, a.a, W(p + 'k_k'), W(p + 'k_a'), a.kk, { dk: g.dk, da: g.da }, { headSize: d.headSize });
+    if (l === 0) {
+      axpby(gpu, this.dvfirst, g.dv, 1, 1); // v_first = v of layer 0
+      gpu.copy(g.dv, g.dvraw);
+    } else {
+      ops.valueResidualBackward(gpu, g.dv, a.v, this.vfirst, a.zv, W(p + 'v0'), { dv: g.dvraw, dvfirst: this.dvfirst, dz: g.dzv });
+      matmulBf16(gpu, g.dzv, W(p + 'v2'), g.duv, { transW: true });
+      matmulBf16(gpu, g.duv, W(p + 'v1'), g.dxv, { transW: true });
+    }
+    // g = σ(xg·g1)·g2
+    matmulBf16(gpu, g.dg, W(p + 'g2'), g.dsg, { transW: true });
+    activationBackward(gpu, 'sigmoid', a.ug, g.dsg, g.dug);
+    matmulBf16(gpu, g.dug, W(p + 'g1'), g.dxg, { transW: true });
+    // a = σ(a0 + xa·a1·a2)
+    ops.sigmoidBiasBackward(gpu, g.da, a.a, g.dza);
+    matmulBf16(gpu, g.dza, W(p + 'a2'), g.dua, { transW: true });
+    matmulBf16(gpu, g.dua, W(p + 'a1'), g.dxa, { transW: true });
+    // w_raw = w0 + tanh(xw·w1)·w2
+    matmulBf16(gpu, g.dwraw, W(p + 'w2'), g.dtw, { transW: true });
+    activationBackward(gpu, 'tanh', a.uw, g.dtw, g.duw);
+    matmulBf16(gpu, g.duw, W(p + 'w1'), g.dxw, { transW: true });
+    // r, k, v projections (dxv already holds the value-gate path for l > 0).
+    this.linearBackward(l, 'att.receptance', g.dr, a.xr, hOf('att.receptance'), g.dxr, false);
+    this.linearBackward(l, 'att.key', g.dk, a.xk, hOf('att.key'), g.dxk, false);
+    this.linearBackward(l, 'att.value', g.dvraw, a.xv, hOf('att.value'), g.dxv, l > 0);
+    ops.tokenShiftLerpBackward(
+      gpu,
+      [g.dxr, g.dxw, g.dxk, g.dxv, g.dxa, g.dxg],
+      [W(p + 'x_r'), W(p + 'x_w'), W(p + 'x_k'), W(p + 'x_v'), W(p + 'x_a'), W(p + 'x_g')],
+      g.dxln1,
+      bt,
+    );
+    this.normBackward(g.dxln1, this.xs[l], `blocks.${l}.ln1`, a.st1, dx, d.nEmbd, true);
+  }
+
+  // ---- access ----
+
+  async readGrad(name: string): Promise<Float32Array> {
+    const t = this.trainableGrad.get(name);
+    if (!t) throw new Error(`no trainable tensor ${name}`);
+    return this.gpu.readF32(t);
+  }
+
+  async readParam(name: string): Promise<Float32Array> {
+    const t = this.trainable.get(name);
+    if (!t) throw new Error(`no trainable tensor ${name}`);
+    return this.gpu.readF32(t);
+  }
+
+  /** ∂L/∂s0 of layer l (when initial states were given), summed over steps since the last zeroGrads. */
+  async readStateGrad(l: number): Promise<Float32Array> {
+    const t = this.ds0[l];
+    if (!t) throw new Error(`layer ${l} has no initial state`);
+    return this.gpu.readF32(t);
+  }
+
+  /** Overwrites a trainable tensor (loading an adapter, tests). */
+  writeParam(name: string, values: Float32Array): void {
+    const t = this.trainable.get(name);
+    if (!t) throw new Error(`no trainable tensor ${name}`);
+    if (values.length !== t.shape.reduce((x, y) => x * y, 1)) throw new Error(`writeParam ${name}: ${values.length} values for shape [${t.shape.join(',')}]`);
+    this.gpu.write(t, values);
+  }
+
+  zeroGrads(): void {
+    fill(this.gpu, this.grads, 0);
+    for (const t of this.ds0) if (t) fill(this.gpu, t, 0);
+  }
+}
+
+/** Names of every LayerNorm/GroupNorm weight and bias (train_parts "ln"). */
+export function lnNames(nLayer: number): string[] {
+  const names = ['blocks.0.ln0.weight', 'blocks.0.ln0.bias'];
+  for (let l = 0; l < nLayer; l++) {
+    for (const n of ['ln1', 'ln2', 'att.ln_x']) names.push(`blocks.${l}.${n}.weight`, `blocks.${l}.${n}.bias`);
+  }
+  names.push('ln_out.weight', 'ln_out.bias');
+  return names;
+}
