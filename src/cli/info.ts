@@ -1,17 +1,7 @@
 /** `rwkv-lora-gpu info --gpu`: what the adapter is and can do. */
-import { acquireGpu, type AdapterReport } from '../gpu/device.js';
+import { acquireGpu, REQUESTED_LIMITS, type AdapterReport } from '../gpu/device.js';
 
-const LIMITS_SHOWN = [
-  'maxStorageBufferBindingSize',
-  'maxBufferSize',
-  'maxComputeWorkgroupStorageSize',
-  'maxStorageBuffersPerShaderStage',
-  'maxComputeInvocationsPerWorkgroup',
-  'maxComputeWorkgroupSizeX',
-  'maxComputeWorkgroupsPerDimension',
-  'minStorageBufferOffsetAlignment',
-  'maxUniformBufferBindingSize',
-];
+const LIMITS_SHOWN = [...REQUESTED_LIMITS, 'minStorageBufferOffsetAlignment', 'maxUniformBufferBindingSize'];
 
 export function formatAdapterReport(r: AdapterReport): string {
   const lines = [

@@ -38,7 +38,8 @@ export interface AdapterReport {
 }
 
 const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix'];
-const WANTED_LIMITS = [
+/** Limits requested at the adapter's values (WebGPU's defaults are far lower). */
+export const REQUESTED_LIMITS = [
   'maxStorageBufferBindingSize',
   'maxBufferSize',
   'maxComputeWorkgroupStorageSize',
@@ -68,7 +69,7 @@ export async function acquireGpu(opts: GpuOptions = {}): Promise<GpuRuntime> {
   if (!adapter) throw new NoAdapterError('requestAdapter returned null');
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
-  for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k];
+  for (const k of REQUESTED_LIMITS) requiredLimits[k] = adapter.limits[k];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'rwkv-lora-gpu' });
   users++;
   return new GpuRuntime(adapter, device, opts);
