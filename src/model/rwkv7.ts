@@ -9,7 +9,7 @@
  * accumulation); the optimizer zeroes them.
  */
 import type { GpuRuntime } from '../gpu/device.js';
-import { view, type Tensor } from '../gpu/tensor.js';
+import { view, type DType, type Tensor } from '../gpu/tensor.js';
 import { crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
 import { dropout } from '../kernels/dropout.js';
 import { activation, activationBackward, axpby, fill } from '../kernels/elementwise.js';
@@ -116,6 +116,8 @@ export class Rwkv7Model {
   private readonly trainable = new Map<string, Tensor>();
   private readonly trainableGrad = new Map<string, Tensor>();
   private readonly dropSalt = new Map<string, number>();
+  /** Every buffer this model allocated, returned to the pool by dispose(). */
+  private readonly owned: Tensor[] = [];
 
   constructor(
     private readonly gpu: GpuRuntime,
@@ -156,13 +158,13 @@ export class Rwkv7Model {
     const specs = loraSpecs(d.nLayer, C, F, opts.lora);
     if (opts.trainLn) for (const name of lnNames(d.nLayer)) specs.push({ name, shape: [C] });
     this.layout = buildLayout(specs);
-    this.params = gpu.upload(
+    this.params = this.own(gpu.upload(
       initialValues(this.layout, opts.seed, (name) => hostToF32(get(name))),
       [this.layout.size],
       'f32',
       'params',
-    );
-    this.grads = gpu.tensor([this.layout.size], 'f32', 'grads');
+    ));
+    this.grads = this.alloc([this.layout.size], 'f32', 'grads');
     fill(gpu, this.grads, 0);
     for (const e of this.layout.entries) {
       this.trainable.set(e.name, view(this.params, e.offset, e.shape, e.name));
@@ -172,12 +174,12 @@ export class Rwkv7Model {
     for (const e of this.layout.entries) if (e.name.endsWith('.lora_A')) this.dropSalt.set(e.name, salt++);
 
     // Activations.
-    const f32 = (shape: number[], label: string): Tensor => gpu.tensor(shape, 'f32', label);
-    this.ids = gpu.tensor([M], 'u32', 'ids');
-    this.targets = gpu.tensor([M], 'i32', 'targets');
-    this.seed = gpu.tensor([1], 'u32', 'dropout seed');
+    const f32 = (shape: number[], label: string): Tensor => this.alloc(shape, 'f32', label);
+    this.ids = this.alloc([M], 'u32', 'ids');
+    this.targets = this.alloc([M], 'i32', 'targets');
+    this.seed = this.alloc([1], 'u32', 'dropout seed');
     this.rowLoss = f32([M], 'rowLoss');
-    this.nValid = gpu.tensor([1], 'u32', 'nValid');
+    this.nValid = this.alloc([1], 'u32', 'nValid');
     this.lossOut = f32([1], 'loss');
     this.xemb = f32([M, C], 'xemb');
     this.st0 = f32([M, 2], 'ln0 stats');
@@ -197,17 +199,39 @@ export class Rwkv7Model {
     for (let l = 0; l < d.nLayer; l++) {
       const s = opts.initialStates?.[l];
       const shape = [B, d.nHead, d.headSize, d.headSize];
-      this.s0.push(s ? gpu.upload(s, shape, 'f32', `s0.${l}`) : undefined);
+      this.s0.push(s ? this.own(gpu.upload(s, shape, 'f32', `s0.${l}`)) : undefined);
       const ds = s ? f32(shape, `ds0.${l}`) : undefined;
       if (ds) fill(gpu, ds, 0);
       this.ds0.push(ds);
     }
   }
 
+  private own(t: Tensor): Tensor {
+    this.owned.push(t);
+    return t;
+  }
+
+  private alloc(shape: readonly number[], dtype: DType, label: string): Tensor {
+    return this.own(this.gpu.tensor(shape, dtype, label));
+  }
+
+  private ownSaved(s: Wkv7Saved): Wkv7Saved {
+    this.own(s.states);
+    this.own(s.sa);
+    return s;
+  }
+
+  /** Returns every buffer of this model to the pool (the model is unusable afterwards). */
+  dispose(): void {
+    this.gpu.submit();
+    for (const t of this.owned.splice(0)) this.gpu.free(t);
+    this.w.free();
+  }
+
   private makeArena(i: number): Arena {
     const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG, nHead: H, headSize: N } = this.dims;
     const M = this.M;
-    const t = (shape: number[], name: string): Tensor => this.gpu.tensor(shape, 'f32', `a${i}.${name}`);
+    const t = (shape: number[], name: string): Tensor => this.alloc(shape, 'f32', `a${i}.${name}`);
     const mc = (name: string): Tensor => t([M, C], name);
     const h = new Map<Rwkv7LoraTarget, Tensor>();
     for (const target of this.opts.lora.targets) h.set(target, t([M, this.opts.lora.r], `h.${target}`));
@@ -220,7 +244,7 @@ export class Rwkv7Model {
       uv: t([M, Math.max(dV, 1)], 'uv'), zv: mc('zv'), vmix: mc('vmix'),
       ug: t([M, dG], 'ug'), sg: t([M, dG], 'sg'), g: mc('g'),
       kk: mc('kk'), kt: mc('kt'), aw: mc('aw'), bw: mc('bw'),
-      y: mc('y'), saved: allocWkv7Saved(this.gpu, { B: this.B, T: this.T, H, N }, `a${i}.wkv`),
+      y: mc('y'), saved: this.ownSaved(allocWkv7Saved(this.gpu, { B: this.B, T: this.T, H, N }, `a${i}.wkv`)),
       gn: mc('gn'), stx: t([M * H, 2], 'stx'), opre: mc('opre'),
       xmid: mc('xmid'), xln2: mc('xln2'), st2: t([M, 2], 'st2'), xk2: mc('xk2'), hk: t([M, F], 'hk'), hr: t([M, F], 'hr'),
       h,
@@ -230,7 +254,7 @@ export class Rwkv7Model {
   private makeGradArena(): GradArena {
     const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG } = this.dims;
     const M = this.M;
-    const t = (shape: number[], name: string): Tensor => this.gpu.tensor(shape, 'f32', `g.${name}`);
+    const t = (shape: number[], name: string): Tensor => this.alloc(shape, 'f32', `g.${name}`);
     const mc = (name: string): Tensor => t([M, C], name);
     return {
       dhr: t([M, F], 'dhr'), dhk: t([M, F], 'dhk'), dxk2: mc('dxk2'), dxln2: mc('dxln2'),

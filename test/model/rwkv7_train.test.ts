@@ -28,6 +28,8 @@ describe('RWKV-7 training step', () => {
     const ids = Array.from({ length: B * T }, () => rng.int(CFG.vocab));
     const labels = Array.from({ length: B * T }, () => rng.int(CFG.vocab));
     const grads: Float32Array[] = [];
+    // Runtime caches (uniforms, staging, reduction scratch) stay; everything the model owns goes back.
+    let inUseAfterFirst = -1;
     for (const gradCp of [false, true]) {
       const model = new Rwkv7Model(gpu, host, {
         B, T, gradCp, trainLn: true, seed: 5,
@@ -40,6 +42,9 @@ describe('RWKV-7 training step', () => {
       model.setBatch(ids, labels, 1234);
       model.forwardBackward();
       grads.push(await gpu.readF32(model.grads));
+      model.dispose();
+      if (inUseAfterFirst < 0) inUseAfterFirst = gpu.memory().inUseBytes;
+      else expect(gpu.memory().inUseBytes).toBe(inUseAfterFirst);
     }
     expect(grads[0].some((g) => g !== 0)).toBe(true);
     expectClose('grad_cp gradients', grads[1], grads[0], 1e-6, rng);
