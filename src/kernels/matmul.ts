@@ -1,11 +1,13 @@
 /**
  * Matrix products C[M,N] = alpha·op(A)·op(B) (+ C) for f32 activations against
- * bf16 frozen weights or f32 LoRA factors: one workgroup-tiled kernel, specialised
- * per transpose combination and B dtype.
+ * bf16 frozen weights or f32 LoRA factors: one workgroup-tiled f32 kernel, specialised
+ * per transpose combination and B dtype; large products go to tensor cores
+ * (matmul_tc.ts, f16 operands) where the adapter has them, unless the mode says f32.
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
+import { matmulTcBf16, matmulTcF32, tcSupport } from './matmul_tc.js';
 
 // 64x64 output tile per workgroup of 16x16 threads, each thread 4x4 outputs;
 // the two K-slices of 16 take 2 x 4 KiB of workgroup memory (lavapipe allows 16 KiB).
@@ -21,6 +23,46 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /** Scale of the product; C's old value (when accumulating) is not scaled. */
   alpha?: number;
+}
+
+/**
+ * 'auto': tensor cores (f16 operands, f32 accumulation) for products with a frozen bf16
+ * weight of at least TC_MIN_MACS multiply-adds when the adapter has them, the f32
+ * kernel otherwise; 'f32': always the f32 kernel; 'tc': always tensor cores.
+ * LoRA products (matmulF32) stay f32 in 'auto': their weight gradients sum over every
+ * token with heavy cancellation, where f16 operands cost accuracy, and on an H200
+ * tensor cores gained little on them (bench/RESULTS.md).
+ */
+export type MatmulMode = 'auto' | 'f32' | 'tc';
+
+/** Below this many multiply-adds the f16 copies cost more than tensor cores save. */
+export const TC_MIN_MACS = 2 ** 24;
+
+const modes = new WeakMap<GpuRuntime, MatmulMode>();
+
+/** The mode of `gpu`: as set, else the environment's RWKV_MATMUL, else 'auto'. */
+export function matmulMode(gpu: GpuRuntime): MatmulMode {
+  const set = modes.get(gpu);
+  if (set) return set;
+  const env = process.env.RWKV_MATMUL;
+  if (!env) return 'auto';
+  if (env !== 'auto' && env !== 'f32' && env !== 'tc') throw new Error(`RWKV_MATMUL=${env}: expected auto, f32 or tc`);
+  return env;
+}
+
+export function setMatmulMode(gpu: GpuRuntime, mode: MatmulMode): void {
+  if (mode === 'tc' && !tcSupport(gpu)) throw new Error('matmul mode tc: this adapter has no f16 subgroup-matrix (tensor-core) configuration');
+  modes.set(gpu, mode);
+}
+
+function useTensorCores(gpu: GpuRuntime, spec: Spec, macs: number): boolean {
+  const mode = matmulMode(gpu);
+  if (mode === 'f32') return false;
+  if (mode === 'tc') {
+    if (!tcSupport(gpu)) throw new Error('matmul mode tc: this adapter has no f16 subgroup-matrix (tensor-core) configuration');
+    return true;
+  }
+  return spec.bDtype === 'bf16' && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
 }
 
 interface Spec {
@@ -132,6 +174,12 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   if (c0 !== m || c1 !== n) throw new Error(`${op}: ${describe(c)} should be [${m},${n}] for ${aDesc} times ${bDesc}`);
   for (const src of [a, b]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
+  }
+  if (useTensorCores(gpu, spec, m * n * k)) {
+    const prod = { m, n, k, alpha: opts.alpha ?? 1, accumulate: opts.accumulate ?? false, transA: spec.transA };
+    if (spec.bDtype === 'bf16') matmulTcBf16(gpu, a, b, c, { ...prod, transW: spec.transB });
+    else matmulTcF32(gpu, a, b, c, { ...prod, transB: spec.transB });
+    return;
   }
   const tilesN = Math.ceil(n / BN);
   const tiles = Math.ceil(m / BM) * tilesN;

@@ -1,0 +1,147 @@
+/**
+ * TFLOP/s of every matrix product of a training step (bench/layouts.ts) through
+ * matmulBf16/matmulF32, on the f32 kernel and on tensor cores, and of alternative
+ * tensor-core tilings on the dominant products.
+ */
+import type { GpuRuntime } from '../src/gpu/device.js';
+import { numel, type Tensor } from '../src/gpu/tensor.js';
+import { matmulBf16, matmulF32, setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
+import { matmulTcBf16, type TcTiling } from '../src/kernels/matmul_tc.js';
+import { Rng } from '../src/util/rng.js';
+import { gpuTime } from './gpu_timing.js';
+import { flops, type MatmulShape } from './layouts.js';
+import { tiled } from './random.js';
+
+export interface PathTime {
+  ms?: number;
+  tflops?: number;
+  /** Of ms, the f16 copies of the operands (tensor-core path). */
+  convertMs?: number;
+  skipped?: string;
+}
+
+export interface MatmulResult extends MatmulShape {
+  layout: string;
+  tokens: number;
+  paths: Partial<Record<MatmulMode, PathTime>>;
+}
+
+interface Operands {
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+}
+
+/** Random operands in their stored layouts, or why they cannot be bound. */
+function operands(gpu: GpuRuntime, s: MatmulShape, rng: Rng): Operands | string {
+  const aShape = s.transA ? [s.k, s.m] : [s.m, s.k];
+  const bShape = s.transB ? [s.n, s.k] : [s.k, s.n];
+  const max = gpu.limits.maxStorageBufferBindingSize;
+  for (const [name, shape, bytes] of [['A', aShape, 4], ['B', bShape, s.dtype === 'bf16' ? 2 : 4], ['C', [s.m, s.n], 4]] as const) {
+    if (numel(shape) * bytes > max) return `${name} [${shape.join(',')}] exceeds one binding (${(max / 2 ** 30).toFixed(1)} GiB)`;
+  }
+  const normal = (std: number) => () => rng.normal() * std;
+  const a = gpu.upload(tiled(new Float32Array(numel(aShape)), normal(1)), aShape, 'f32', 'A');
+  const b =
+    s.dtype === 'bf16'
+      ? gpu.upload(tiled(new Uint16Array(numel(bShape) + 1), () => bf16Bits(rng.normal() / Math.sqrt(s.k))), bShape, 'bf16', 'W')
+      : gpu.upload(tiled(new Float32Array(numel(bShape)), normal(0.1)), bShape, 'f32', 'B');
+  const c = gpu.tensor([s.m, s.n], 'f32', 'C');
+  gpu.fill(c, 0);
+  return { a, b, c };
+}
+
+function bf16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  return new Uint32Array(f.buffer)[0] >>> 16;
+}
+
+function record(gpu: GpuRuntime, s: MatmulShape, o: Operands): void {
+  if (s.dtype === 'bf16') matmulBf16(gpu, o.a, o.b, o.c, { transW: s.transB });
+  else matmulF32(gpu, o.a, o.b, o.c, { transA: s.transA, transB: s.transB });
+}
+
+function free(gpu: GpuRuntime, o: Operands): void {
+  for (const t of [o.a, o.b, o.c]) gpu.free(t);
+  gpu.submit();
+  gpu.pool.trim();
+}
+
+/** Times each shape on each path (a profiling runtime); 'tc' is skipped where the adapter lacks it. */
+export async function benchMatmuls(
+  gpu: GpuRuntime,
+  layout: string,
+  tokens: number,
+  shapes: readonly MatmulShape[],
+  paths: readonly MatmulMode[],
+  hasTc: boolean,
+  log: (line: string) => void,
+): Promise<MatmulResult[]> {
+  const rng = new Rng(11);
+  const out: MatmulResult[] = [];
+  for (const s of shapes) {
+    const res: MatmulResult = { ...s, layout, tokens, paths: {} };
+    const o = operands(gpu, s, rng);
+    for (const path of paths) {
+      if (typeof o === 'string') res.paths[path] = { skipped: o };
+      else if (path === 'tc' && !hasTc) res.paths[path] = { skipped: 'no tensor cores on this adapter' };
+      else {
+        setMatmulMode(gpu, path);
+        try {
+          const t = await gpuTime(gpu, () => record(gpu, s, o));
+          const convertMs = Object.entries(t.byKernel).filter(([k]) => k.startsWith('f16Rows')).reduce((x, [, v]) => x + v, 0);
+          res.paths[path] = { ms: t.ms, tflops: flops(s) / t.ms / 1e9, ...(convertMs > 0 ? { convertMs } : {}) };
+        } catch (e) {
+          res.paths[path] = { skipped: `failed: ${(e as Error).message.split('\n')[0]}` };
+        }
+      }
+    }
+    if (typeof o !== 'string') free(gpu, o);
+    const cell = (p: PathTime | undefined): string => (p?.tflops !== undefined ? p.tflops.toFixed(1).padStart(6) : '     -');
+    log(`  ${layout} M=${tokens} ${s.what.padEnd(26)} ${`${s.m}x${s.n}x${s.k}`.padEnd(18)} ${paths.map((p) => `${p} ${cell(res.paths[p])}`).join('  ')} TFLOP/s`);
+    out.push(res);
+  }
+  setMatmulMode(gpu, 'auto');
+  return out;
+}
+
+export interface TilingResult {
+  shape: string;
+  tiling: string;
+  ms: number;
+  tflops: number;
+}
+
+export function parseTiling(s: string): TcTiling {
+  const [wm, wn, tm, tn, bk] = s.split('x').map(Number);
+  if (![wm, wn, tm, tn, bk].every((v) => Number.isInteger(v) && v > 0)) throw new Error(`tiling ${s}: expected WMxWNxTMxTNxBK, e.g. 2x4x4x2x32`);
+  return { wm, wn, tm, tn, bk };
+}
+
+/** The tensor-core product kernel alone (f16 copy excluded) under each tiling, on bf16 shapes. */
+export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape[], tilings: readonly string[], log: (line: string) => void): Promise<TilingResult[]> {
+  const rng = new Rng(12);
+  const out: TilingResult[] = [];
+  for (const s of shapes.filter((x) => x.dtype === 'bf16')) {
+    const o = operands(gpu, s, rng);
+    if (typeof o === 'string') continue;
+    for (const name of tilings) {
+      const tiling = parseTiling(name);
+      let t;
+      try {
+        t = await gpuTime(gpu, () =>
+          matmulTcBf16(gpu, o.a, o.b, o.c, { m: s.m, n: s.n, k: s.k, alpha: 1, accumulate: false, transA: false, transW: s.transB }, tiling),
+        );
+      } catch (e) {
+        log(`  tiling ${name} failed: ${(e as Error).message.split('\n')[0]}`);
+        continue;
+      }
+      const ms = Object.entries(t.byKernel).filter(([k]) => k.startsWith('matmulTc')).reduce((x, [, v]) => x + v, 0);
+      const r = { shape: `${s.what} ${s.m}x${s.n}x${s.k}`, tiling: name, ms, tflops: flops(s) / ms / 1e9 };
+      log(`  tiling ${name.padEnd(12)} ${r.shape.padEnd(40)} ${r.tflops.toFixed(1)} TFLOP/s (product kernel only)`);
+      out.push(r);
+    }
+    free(gpu, o);
+  }
+  return out;
+}

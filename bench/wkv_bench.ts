@@ -1,0 +1,50 @@
+/** WKV7 forward and backward time per layer at B sequences of T tokens, H heads of 64. */
+import type { GpuRuntime } from '../src/gpu/device.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+import { allocWkv7Saved, wkv7Backward, wkv7Forward } from '../src/kernels/wkv7.js';
+import { Rng } from '../src/util/rng.js';
+import { gpuTime } from './gpu_timing.js';
+import { tiled } from './random.js';
+
+export interface WkvResult {
+  layout: string;
+  B: number;
+  T: number;
+  H: number;
+  forwardMs: number;
+  backwardMs: number;
+}
+
+/**
+ * Inputs in the model's ranges (r, k, v ~ N(0,1), w_raw in (−6, 5), a = −kk and b = kk·α
+ * with kk of norm 1 per head): the kernels' time does not depend on them, but NaNs would
+ * hide nothing while being unrealistic.
+ */
+export async function benchWkv(gpu: GpuRuntime, layout: string, B: number, T: number, H: number): Promise<WkvResult> {
+  const N = 64;
+  const shape = [B, T, H, N];
+  const n = B * T * H * N;
+  const rng = new Rng(13);
+  const t = (label: string, draw: () => number): Tensor => gpu.upload(tiled(new Float32Array(n), draw), shape, 'f32', label);
+  const normal = (): number => rng.normal();
+  const x = {
+    B, T, H, N,
+    r: t('r', normal),
+    w: t('w', () => rng.uniform(-6, 5)),
+    k: t('k', normal),
+    v: t('v', normal),
+    a: t('a', () => -rng.normal() / 8),
+    b: t('b', () => (rng.normal() / 8) * rng.uniform(0, 1)),
+  };
+  const y = gpu.tensor(shape, 'f32', 'y');
+  const dy = t('dy', normal);
+  const grads = ['dr', 'dw', 'dk', 'dv', 'da', 'db'].map((g) => gpu.tensor(shape, 'f32', g));
+  const saved = allocWkv7Saved(gpu, { B, T, H, N });
+  const fwd = await gpuTime(gpu, () => wkv7Forward(gpu, { ...x, y, saved }), 30, 20);
+  const [dr, dw, dk, dv, da, db] = grads;
+  const bwd = await gpuTime(gpu, () => wkv7Backward(gpu, { ...x, dy, saved, dr, dw, dk, dv, da, db }), 30, 20);
+  for (const tensor of [x.r, x.w, x.k, x.v, x.a, x.b, y, dy, ...grads, saved.states, saved.sa]) gpu.free(tensor);
+  gpu.submit();
+  gpu.pool.trim();
+  return { layout, B, T, H, forwardMs: fwd.ms, backwardMs: bwd.ms };
+}

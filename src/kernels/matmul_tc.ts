@@ -1,0 +1,360 @@
+/**
+ * Matrix products on tensor cores through Dawn's chromium-experimental-subgroup-matrix
+ * (Vulkan cooperative matrices): f16 operands, f32 accumulation.
+ *
+ * C[M,N] = alpha·2^−(ea[m]+eb[n])·A16·op(B) (+ C), where A16 [Mp, Kp] is op(A)'s scaled
+ * f16 copy (f16_rows.ts) and B is either a frozen bf16 weight, read in place in either
+ * layout and rounded to f16 in the shader, or op(B)ᵀ's scaled f16 copy [Np, Kp].
+ * Each workgroup stages BM×BK of A and BN×BK of B through workgroup memory (the next
+ * tile is fetched into registers while this one is multiplied) and its subgroups each
+ * own TM×TN matrix tiles of the BM×BN output. Matrix load offsets come from
+ * subgroup_id, which is uniform across each subgroup though WGSL's analysis cannot
+ * prove it, hence the diagnostic directive.
+ */
+import type { GpuRuntime } from '../gpu/device.js';
+import type { BindingKind } from '../gpu/pipelines.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { f16Rows, type F16Layout } from './f16_rows.js';
+import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG } from './common.js';
+
+/** A subgroup-matrix configuration: left M×K times right K×N. */
+export interface MatrixShape {
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** Workgroup tiling: WM×WN subgroups, each owning TM×TN matrix tiles; K staged BK at a time. */
+export interface TcTiling {
+  wm: number;
+  wn: number;
+  tm: number;
+  tn: number;
+  bk: number;
+}
+
+export const TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 2, bk: 32 };
+
+/**
+ * How B is stored: 'nk' a bf16 weight [N, K] (a Linear's W for x·Wᵀ), 'kn' a bf16 [K, N],
+ * 'f16' a scaled f16 copy [Np, Kp] of op(B)ᵀ with exponents eb. '-s' variants read bf16
+ * element by element, for K (nk) or N (kn) not a multiple of 8.
+ */
+type BKind = 'nk' | 'kn' | 'nk-s' | 'kn-s' | 'f16';
+
+export interface TcSupport {
+  shape: MatrixShape;
+  subgroupSize: number;
+}
+
+const support = new WeakMap<GpuRuntime, TcSupport | null>();
+
+/**
+ * The f16→f32 matrix configuration this adapter offers (16×16×16 preferred), or
+ * undefined where tensor cores are not reachable (no subgroup matrix, no shader-f16,
+ * or a subgroup size that varies).
+ */
+export function tcSupport(gpu: GpuRuntime): TcSupport | undefined {
+  let s = support.get(gpu);
+  if (s === undefined) {
+    s = null;
+    const info = gpu.adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+    if (gpu.hasSubgroupMatrix && gpu.hasF16 && gpu.hasSubgroups && info.subgroupMinSize === info.subgroupMaxSize && info.subgroupMaxSize) {
+      const configs = gpu.report().subgroupMatrixConfigs.filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32');
+      const best = configs.find((c) => c.M === 16 && c.N === 16 && c.K === 16) ?? configs.sort((a, b) => b.M * b.N - a.M * a.N)[0];
+      if (best) s = { shape: { M: best.M, N: best.N, K: best.K }, subgroupSize: info.subgroupMaxSize };
+    }
+    support.set(gpu, s);
+  }
+  return s ?? undefined;
+}
+
+interface Blocks {
+  bm: number;
+  bn: number;
+  threads: number;
+}
+
+function blocks(t: TcTiling, s: TcSupport): Blocks {
+  return { bm: t.wm * t.tm * s.shape.M, bn: t.wn * t.tn * s.shape.N, threads: t.wm * t.wn * s.subgroupSize };
+}
+
+/** Padded rows and K of the f16 copies a product with this tiling reads. */
+export function tcPadding(gpu: GpuRuntime, t: TcTiling = TC_TILING): { rowsA: number; rowsB: number; k: number } {
+  const s = tcSupport(gpu);
+  if (!s) throw new Error('tensor-core matmul: this adapter has no f16 subgroup-matrix configuration');
+  const b = blocks(t, s);
+  return { rowsA: b.bm, rowsB: b.bn, k: t.bk };
+}
+
+/** WGSL storing the 8 f16 of `value` (an array<vec2<f16>, 4>) at `arr`[`offset`..]. */
+function put8(arr: string, offset: string, value: string): string {
+  const stores = [0, 1, 2, 3].map((i) => `${arr}[o + ${2 * i}u] = h[${i}].x; ${arr}[o + ${2 * i + 1}u] = h[${i}].y;`);
+  return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
+}
+
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
+  const { M: SM, N: SN, K: SK } = s.shape;
+  const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
+  const BK = t.bk;
+  const LDA = BK + 8;
+  const kn = bKind === 'kn' || bKind === 'kn-s';
+  const LDB = kn ? BN + 8 : BK + 8;
+  const vecB = bKind === 'nk' || bKind === 'kn' || bKind === 'f16';
+  const aUnits = (BM * BK) / 8 / TH;
+  const bUnits = vecB ? (BN * BK) / 8 / TH : (BN * BK) / TH;
+  if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
+    throw new Error(`tensor-core tiling ${JSON.stringify(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
+  }
+  const lines: string[] = [];
+  const emit = (s: string): number => lines.push(s);
+
+  // ---- global -> registers (tile at k0) ----
+  const loadA = Array.from({ length: aUnits }, (_, j) => {
+    const u = `(li + ${j * TH}u)`;
+    return `ra${j} = a16[((m0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
+  });
+  const loadB = Array.from({ length: bUnits }, (_, j) => {
+    const u = `(li + ${j * TH}u)`;
+    switch (bKind) {
+      case 'f16':
+        return `rb${j} = b16[((n0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
+      case 'nk':
+        return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
+      rb${j} = vec4u(0u); if (n < p.n && k < p.k) { rb${j} = wv[(n * p.k + k) / 8u]; } }`;
+      case 'kn':
+        return `{ let k = k0 + ${u} / ${BN / 8}u; let n = n0 + (${u} % ${BN / 8}u) * 8u;
+      rb${j} = vec4u(0u); if (n < p.n && k < p.k) { rb${j} = wv[(k * p.n + n) / 8u]; } }`;
+      case 'nk-s':
+        return `{ let n = n0 + ${u} / ${BK}u; let k = k0 + ${u} % ${BK}u;
+      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = bf16At(n * p.k + k); } }`;
+      case 'kn-s':
+        return `{ let k = k0 + ${u} / ${BN}u; let n = n0 + ${u} % ${BN}u;
+      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = bf16At(k * p.n + n); } }`;
+    }
+  });
+
+  // ---- registers -> workgroup memory, as f16 ----
+  const storeA = Array.from({ length: aUnits }, (_, j) => {
+    const u = `(li + ${j * TH}u)`;
+    return put8('sA', `(${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
+  });
+  const storeB = Array.from({ length: bUnits }, (_, j) => {
+    const u = `(li + ${j * TH}u)`;
+    switch (bKind) {
+      case 'f16':
+        return put8('sB', `(${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(rb${j})`);
+      case 'nk':
+        return put8('sB', `(${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `bf16x8(rb${j})`);
+      case 'kn':
+        return put8('sB', `(${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `bf16x8(rb${j})`);
+      case 'nk-s':
+        return `sB[(${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
+      case 'kn-s':
+        return `sB[(${u} / ${BN}u) * ${LDB}u + ${u} % ${BN}u] = f16(rb${j});`;
+    }
+  });
+
+  // ---- the multiply: named accumulators, everything unrolled ----
+  const acc = (i: number, j: number): string => `acc${i}_${j}`;
+  const mma: string[] = [];
+  for (let kk = 0; kk < BK; kk += SK) {
+    mma.push('{');
+    for (let i = 0; i < t.tm; i++) {
+      mma.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`);
+    }
+    for (let j = 0; j < t.tn; j++) {
+      const off = kn ? `${kk * LDB}u + bCol + ${j * SN}u` : `(bCol + ${j * SN}u) * ${LDB}u + ${kk}u`;
+      mma.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${SN}, ${SK}>>(&sB, ${off}, ${kn ? 'false' : 'true'}, ${LDB}u);`);
+    }
+    for (let i = 0; i < t.tm; i++) {
+      for (let j = 0; j < t.tn; j++) mma.push(`${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`);
+    }
+    mma.push('}');
+  }
+  const mmaBlock = mma.join('\n    ');
+
+  // ---- epilogue: each tile through workgroup memory, scaled, bounds-checked ----
+  const epi: string[] = [];
+  for (let i = 0; i < t.tm; i++) {
+    for (let j = 0; j < t.tn; j++) {
+      epi.push(`subgroupMatrixStore(&sC, cBase, ${acc(i, j)}, false, ${SN}u);
+  workgroupBarrier();
+  writeTile(cBase, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u);
+  workgroupBarrier();`);
+    }
+  }
+
+  const hasEb = bKind === 'f16';
+  const bBinding =
+    bKind === 'f16'
+      ? '@group(0) @binding(3) var<storage, read> b16: array<vec4u>;\n@group(0) @binding(4) var<storage, read> eb: array<i32>;'
+      : vecB
+        ? '@group(0) @binding(3) var<storage, read> wv: array<vec4u>;'
+        : '@group(0) @binding(3) var<storage, read> ws: array<u32>;';
+  const cBinding = hasEb ? 5 : 4;
+  const bRegType = vecB ? 'vec4u' : 'f32';
+  emit(`diagnostic(off, chromium.subgroup_matrix_uniformity);
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+
+struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a16: array<vec4u>;
+@group(0) @binding(2) var<storage, read> ea: array<i32>;
+${bBinding}
+@group(0) @binding(${cBinding}) var<storage, read_write> c: array<f32>;
+
+var<workgroup> sA: array<f16, ${BM * LDA}>;
+var<workgroup> sB: array<f16, ${kn ? BK * LDB : BN * LDB}>;
+var<workgroup> sC: array<f32, ${(TH / s.subgroupSize) * SM * SN}>;
+
+fn f16x8(v: vec4u) -> array<vec2<f16>, 4> {
+  return array(bitcast<vec2<f16>>(v.x), bitcast<vec2<f16>>(v.y), bitcast<vec2<f16>>(v.z), bitcast<vec2<f16>>(v.w));
+}
+// bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
+fn bf16x2(w: u32) -> vec2<f16> {
+  return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
+}
+fn bf16x8(v: vec4u) -> array<vec2<f16>, 4> {
+  return array(bf16x2(v.x), bf16x2(v.y), bf16x2(v.z), bf16x2(v.w));
+}
+${vecB ? '' : `fn bf16At(i: u32) -> f32 {
+  let w = ws[i >> 1u];
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u));
+}`}
+// Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.., undoing the scales.
+fn writeTile(base: u32, lane: u32, m: u32, n: u32) {
+  for (var e = lane; e < ${SM * SN}u; e += ${s.subgroupSize}u) {
+    let gm = m + e / ${SN}u;
+    let gn = n + e % ${SN}u;
+    if (gm < p.m && gn < p.n) {
+      var v = p.alpha * ldexp(sC[base + e], -ea[gm]${hasEb ? ' - eb[gn]' : ''});
+      let o = gm * p.n + gn;
+      if (p.accumulate != 0u) { v += c[o]; }
+      c[o] = v;
+    }
+  }
+}
+
+@compute @workgroup_size(${TH})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  let t = ${WGSL_LINEAR_WG};
+  if (t >= p.tiles) { return; }
+  let m0 = (t % p.tilesM) * ${BM}u;
+  let n0 = (t / p.tilesM) * ${BN}u;
+  let aRow = (sg / ${t.wn}u) * ${t.tm * SM}u;
+  let bCol = (sg % ${t.wn}u) * ${t.tn * SN}u;
+  let cBase = sg * ${SM * SN}u;
+  ${Array.from({ length: t.tm * t.tn }, (_, q) => `var ${acc(Math.floor(q / t.tn), q % t.tn)} = subgroup_matrix_result<f32, ${SN}, ${SM}>();`).join('\n  ')}
+  ${Array.from({ length: aUnits }, (_, j) => `var ra${j}: vec4u;`).join(' ')}
+  ${Array.from({ length: bUnits }, (_, j) => `var rb${j}: ${bRegType};`).join(' ')}
+  var k0 = 0u;
+  ${loadA.join('\n  ')}
+  ${loadB.join('\n  ')}
+  for (var kt = 0u; kt < p.kp; kt += ${BK}u) {
+    ${storeA.join('\n    ')}
+    ${storeB.join('\n    ')}
+    workgroupBarrier();
+    k0 = kt + ${BK}u;
+    if (k0 < p.kp) {
+      ${loadA.join('\n      ')}
+      ${loadB.join('\n      ')}
+    }
+    ${mmaBlock}
+    workgroupBarrier();
+  }
+  ${epi.join('\n  ')}
+}`);
+  return lines.join('\n');
+}
+
+export interface TcProduct {
+  m: number;
+  n: number;
+  k: number;
+  alpha: number;
+  accumulate: boolean;
+}
+
+/** Records C = alpha·2^−ea·A16·op(B)·2^−eb (+ C) with A16 [Mp, Kp] from f16Rows. */
+function tcDispatch(
+  gpu: GpuRuntime,
+  a16: Tensor,
+  ea: Tensor,
+  b: { kind: BKind; t: Tensor; eb?: Tensor },
+  c: Tensor,
+  prod: TcProduct,
+  tiling: TcTiling,
+): void {
+  const s = tcSupport(gpu)!;
+  const { bm, bn } = blocks(tiling, s);
+  const kp = a16.shape[1];
+  const tilesM = ceilDiv(prod.m, bm);
+  const tiles = tilesM * ceilDiv(prod.n, bn);
+  const key = `${b.kind}_${tiling.wm}x${tiling.wn}_${tiling.tm}x${tiling.tn}_k${tiling.bk}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(b.eb ? (['read'] as const) : []), 'rw'];
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind));
+  const u = uniforms([
+    ['u32', prod.m],
+    ['u32', prod.n],
+    ['u32', prod.k],
+    ['u32', kp],
+    ['u32', tilesM],
+    ['u32', tiles],
+    ['f32', prod.alpha],
+    ['u32', prod.accumulate ? 1 : 0],
+  ]);
+  gpu.dispatch(pipe, [u, a16, ea, b.t, ...(b.eb ? [b.eb] : []), c], grid1d(tiles));
+}
+
+/** A scaled f16 copy of op(x) [r, k] in pooled scratch; the caller frees both tensors. */
+function f16Copy(gpu: GpuRuntime, x: Tensor, layout: F16Layout, r: number, k: number, rowAlign: number, kAlign: number): [Tensor, Tensor] {
+  const rp = ceilDiv(r, rowAlign) * rowAlign;
+  const kp = ceilDiv(k, kAlign) * kAlign;
+  const data = gpu.tensor([rp, kp], 'f16', `${x.label} as f16`);
+  const exps = gpu.tensor([rp], 'i32', `${x.label} f16 exponents`);
+  f16Rows(gpu, x, layout, data, exps);
+  return [data, exps];
+}
+
+/**
+ * C[M,N] = alpha·op(A)·op(W) (+ C) on tensor cores: A f32 (op(A) = Aᵀ when transA),
+ * W a frozen bf16 weight ([N,K] when transW, else [K,N]). Shapes are the caller's to check.
+ */
+export function matmulTcBf16(
+  gpu: GpuRuntime,
+  a: Tensor,
+  w: Tensor,
+  c: Tensor,
+  prod: TcProduct & { transA: boolean; transW: boolean },
+  tiling: TcTiling = TC_TILING,
+): void {
+  const pad = tcPadding(gpu, tiling);
+  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
+  const vec = prod.transW ? prod.k % 8 === 0 : prod.n % 8 === 0;
+  const kind: BKind = prod.transW ? (vec ? 'nk' : 'nk-s') : vec ? 'kn' : 'kn-s';
+  tcDispatch(gpu, a16, ea, { kind, t: w }, c, prod, tiling);
+  gpu.free(a16);
+  gpu.free(ea);
+}
+
+/** C[M,N] = alpha·op(A)·op(B) (+ C) on tensor cores, A and B f32 (transB: B is [N,K]). */
+export function matmulTcF32(
+  gpu: GpuRuntime,
+  a: Tensor,
+  b: Tensor,
+  c: Tensor,
+  prod: TcProduct & { transA: boolean; transB: boolean },
+  tiling: TcTiling = TC_TILING,
+): void {
+  const pad = tcPadding(gpu, tiling);
+  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
+  // op(B)ᵀ is [N, K]: B itself when transB, B's transpose otherwise.
+  const [b16, eb] = f16Copy(gpu, b, prod.transB ? 'rows' : 'cols', prod.n, prod.k, pad.rowsB, pad.k);
+  tcDispatch(gpu, a16, ea, { kind: 'f16', t: b16, eb }, c, prod, tiling);
+  for (const t of [a16, ea, b16, eb]) gpu.free(t);
+}

@@ -1,0 +1,199 @@
+import { describe, expect, it } from 'vitest';
+import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
+import { matmulBf16, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
+import { tcSupport } from '../../src/kernels/matmul_tc.js';
+import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
+
+// Tensor cores are reachable only where Dawn exposes chromium-experimental-subgroup-matrix
+// with an f16 configuration (NVIDIA through Vulkan, not lavapipe). Elsewhere these tests
+// are reported skipped, unless RWKV_REQUIRE_TC=1 says this machine must have them.
+const gpu = await getGpu();
+const tc = tcSupport(gpu);
+const required = process.env.RWKV_REQUIRE_TC === '1';
+
+/**
+ * float64 alpha·op(A)·op(B) (+ c0) from the stored layouts, and each element's rounding
+ * scale |alpha|·Σ|a||b| (+ |c0|).
+ */
+function refMatmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number, transA: boolean, transB: boolean, alpha: number, c0?: ArrayLike<number>): { ref: Float64Array; mag: Float64Array } {
+  const ref = new Float64Array(m * n);
+  const mag = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      let t = 0;
+      for (let l = 0; l < k; l++) {
+        const p = a[transA ? l * m + i : i * k + l] * b[transB ? j * k + l : l * n + j];
+        s += p;
+        t += Math.abs(p);
+      }
+      ref[i * n + j] = alpha * s + (c0 ? c0[i * n + j] : 0);
+      mag[i * n + j] = Math.abs(alpha) * t + (c0 ? Math.abs(c0[i * n + j]) : 0);
+    }
+  }
+  return { ref, mag };
+}
+
+/**
+ * The rounding bound of a product whose operands were rounded to f16 (`rounded` of them,
+ * 2^-11 relative each) and summed over K in f32 (K·2^-24 at worst), relative to the
+ * magnitude scale Σ|a||b|; an f32 epilogue adds 2^-23.
+ */
+function roundingBound(k: number, rounded: 1 | 2): number {
+  return rounded * 2 ** -11 * 1.01 + k * 2 ** -24 + 2 ** -23;
+}
+
+/**
+ * Row by row, ‖gpu − ref‖ <= bound·‖mag‖: the classical error bound of dot products of
+ * rounded operands. Unlike ‖gpu − ref‖/‖ref‖ it is not inflated when a row's products
+ * cancel, which f16 operands would otherwise be blamed for on short rows.
+ */
+function expectRounding(what: string, out: Float32Array, r: { ref: Float64Array; mag: Float64Array }, m: number, n: number, bound: number, rng: Rng): void {
+  for (let i = 0; i < m; i++) {
+    let err = 0;
+    let scale = 0;
+    for (let j = i * n; j < (i + 1) * n; j++) {
+      if (!Number.isFinite(out[j])) throw new Error(`${what}: element ${j} is ${out[j]} (unwritten?) [seed ${rng.seed}]`);
+      err += (out[j] - r.ref[j]) ** 2;
+      scale += r.mag[j] ** 2;
+    }
+    if (!(Math.sqrt(err) <= bound * Math.sqrt(scale))) {
+      throw new Error(`${what}: row ${i} error ${Math.sqrt(err / scale).toExponential(3)} of its magnitude scale > bound ${bound.toExponential(2)} [seed ${rng.seed}; rerun with RWKV_TEST_SEED=${rng.seed}]`);
+    }
+  }
+}
+
+/** op(A) rows with magnitudes from 1e-9 (gradients) to 1e4: each row's f16 scale must cope. */
+function wideRows(rng: Rng, m: number, k: number, transA: boolean): Float32Array {
+  const a = new Float32Array(m * k);
+  for (let i = 0; i < m; i++) {
+    const s = 10 ** rng.uniform(-9, 4);
+    for (let l = 0; l < k; l++) a[transA ? l * m + i : i * k + l] = rng.normal() * s;
+  }
+  return a;
+}
+
+// [M, K, N]: single elements, partial tiles on every side (tiles are 128x128, K steps 32),
+// K and N both multiples of 8 (vector loads) and not (element loads), and a real layer.
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [17, 129, 1],
+  [1, 17, 129],
+  [1000, 33, 70],
+  [129, 300, 17],
+  [200, 96, 264],
+  [1024, 768, 768],
+];
+
+// bf16 weights convert to f16 exactly (in f16's normal range), so only the activations
+// round there; with two f32 operands both do.
+
+describe('tensor-core matmul', () => {
+  if (!tc) {
+    if (required) {
+      it('RWKV_REQUIRE_TC=1: this adapter must offer f16 subgroup matrices', () => {
+        throw new Error(`adapter ${gpu.report().description} has no f16 subgroup-matrix configuration (features: ${gpu.report().features.join(', ')})`);
+      });
+    } else {
+      it.skip(`skipped: adapter "${gpu.report().description}" has no chromium-experimental-subgroup-matrix f16 configuration`, () => {});
+    }
+    return;
+  }
+
+  for (const [m, k, n] of SHAPES) {
+    for (const transW of [true, false]) {
+      for (const [accumulate, alpha] of [[false, 1], [true, -1.5]] as const) {
+        it(`matmulBf16 A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n} accumulate=${accumulate}`, async () => {
+          setMatmulMode(gpu, 'tc');
+          const rng = freshRng();
+          const a = wideRows(rng, m, k, false);
+          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
+          const w = unpackBf16(bits, k * n);
+          const ta = gpu.upload(a, [m, k], 'f32', 'a');
+          const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
+          const tcOut = gpu.tensor([m, n], 'f32', 'c');
+          const c0 = accumulate ? f32(rng.normals(m * n, 1e-3)) : undefined;
+          if (c0) gpu.write(tcOut, c0);
+          else poison(gpu, tcOut);
+          matmulBf16(gpu, ta, tw, tcOut, { transW, accumulate, alpha });
+          const out = await gpu.readF32(tcOut);
+          // Rows span 13 decades: compared row by row so small rows are checked too.
+          expectRounding(`[${m},${k}]·[${k},${n}]`, out, refMatmul(a, w, m, k, n, false, transW, alpha, c0), m, n, roundingBound(k, 1), rng);
+          for (const t of [ta, tw, tcOut]) gpu.free(t);
+        });
+      }
+    }
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        if (m * k * n > 2 ** 26 && (transA || transB)) continue;
+        it(`matmulF32 ${transA ? 'Aᵀ' : 'A'}·${transB ? 'Bᵀ' : 'B'} M=${m} K=${k} N=${n} accumulate, alpha=0.5`, async () => {
+          setMatmulMode(gpu, 'tc');
+          const rng = freshRng();
+          const a = wideRows(rng, m, k, transA);
+          // B's columns (of op(B)) scaled too: LoRA B and dh vary by orders of magnitude.
+          const b = new Float32Array(k * n);
+          for (let j = 0; j < n; j++) {
+            const s = 10 ** rng.uniform(-6, 2);
+            for (let l = 0; l < k; l++) b[transB ? j * k + l : l * n + j] = rng.normal() * s;
+          }
+          const ta = gpu.upload(a, transA ? [k, m] : [m, k], 'f32', 'a');
+          const tb = gpu.upload(b, transB ? [n, k] : [k, n], 'f32', 'b');
+          const tcOut = gpu.tensor([m, n], 'f32', 'c');
+          const c0 = f32(rng.normals(m * n, 1e-12));
+          gpu.write(tcOut, c0);
+          matmulF32(gpu, ta, tb, tcOut, { transA, transB, accumulate: true, alpha: 0.5 });
+          const out = await gpu.readF32(tcOut);
+          expectRounding(`[${m},${k}]·[${k},${n}]`, out, refMatmul(a, b, m, k, n, transA, transB, 0.5, c0), m, n, roundingBound(k, 2), rng);
+          for (const t of [ta, tb, tcOut]) gpu.free(t);
+        });
+      }
+    }
+  }
+
+  it('LoRA weight gradient shape: Aᵀ·B over K=8192 tokens, M=64, N=96, accumulate', async () => {
+    setMatmulMode(gpu, 'tc');
+    const rng = freshRng();
+    const [m, k, n] = [64, 8192, 96];
+    const a = f32(rng.normals(k * m, 1e-7));
+    const b = f32(rng.normals(k * n));
+    const ta = gpu.upload(a, [k, m], 'f32', 'dy');
+    const tb = gpu.upload(b, [k, n], 'f32', 'h');
+    const tcOut = gpu.tensor([m, n], 'f32', 'dB');
+    const c0 = f32(rng.normals(m * n, 1e-6));
+    gpu.write(tcOut, c0);
+    matmulF32(gpu, ta, tb, tcOut, { transA: true, accumulate: true, alpha: 2 });
+    expectRounding('dB', await gpu.readF32(tcOut), refMatmul(a, b, m, k, n, true, false, 2, c0), m, n, roundingBound(k, 2), rng);
+    for (const t of [ta, tb, tcOut]) gpu.free(t);
+  });
+
+  it('auto mode takes tensor cores for bf16 weights from TC_MIN_MACS on, never for f32 operands; f32 mode never does', async () => {
+    const rng = freshRng();
+    const [m, k, n] = [256, 256, 256];
+    expect(m * k * n).toBeGreaterThanOrEqual(TC_MIN_MACS);
+    const a = f32(rng.normals(m * k));
+    const bits = packBf16(rng.normals(k * n, 1 / 16));
+    const bf = f32(rng.normals(k * n));
+    const ta = gpu.upload(a, [m, k], 'f32', 'a');
+    const tw = gpu.upload(bits, [n, k], 'bf16', 'w');
+    const tb = gpu.upload(bf, [n, k], 'f32', 'b');
+    const out = gpu.tensor([m, n], 'f32', 'c');
+    const refW = refMatmul(a, unpackBf16(bits, k * n), m, k, n, false, true, 1);
+    const refB = refMatmul(a, bf, m, k, n, false, true, 1);
+    const run = async (mode: 'auto' | 'f32', weights: boolean): Promise<number> => {
+      setMatmulMode(gpu, mode);
+      poison(gpu, out);
+      const before = gpu.dispatchCount;
+      if (weights) matmulBf16(gpu, ta, tw, out, { transW: true });
+      else matmulF32(gpu, ta, tb, out, { transB: true });
+      const got = await gpu.readF32(out);
+      const ref = weights ? refW : refB;
+      if (mode === 'auto' && weights) expectRounding('auto, bf16 weight', got, ref, m, n, roundingBound(k, 1), rng);
+      else expectClose(`${mode} mode`, got, ref.ref, 1e-5, rng);
+      return gpu.dispatchCount - before;
+    };
+    expect(await run('auto', true)).toBe(2); // f16 copy of A, then the product
+    expect(await run('f32', true)).toBe(1);
+    expect(await run('auto', false)).toBe(1);
+    for (const t of [ta, tw, tb, out]) gpu.free(t);
+  });
+});

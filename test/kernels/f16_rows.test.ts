@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { f16BitsToF32 } from '../../src/gpu/tensor.js';
+import { f16Rows, type F16Layout } from '../../src/kernels/f16_rows.js';
+import { expectClose, f32, freshRng, getGpu, poison, relErr } from '../helpers.js';
+
+/** The exponent the kernel must pick: max·2^e in [2^14, 2^15), 0 for a zero row. */
+function refExponent(max: number): number {
+  if (max === 0) return 0;
+  return Math.max(-60, Math.min(60, 14 - Math.floor(Math.log2(max))));
+}
+
+// [R, K, Rp, Kp]: single elements, partial tiles, padding on both sides.
+const SHAPES: [number, number, number, number][] = [
+  [1, 1, 16, 32],
+  [17, 129, 32, 160],
+  [129, 17, 144, 32],
+  [5, 1000, 5, 1000],
+];
+
+// Round to nearest f16 of a value scaled into [2^14, 2^15): relative error <= 2^-11 per
+// element, so per row too (values far below the row's max lose bits to f16 subnormals,
+// but they are too small against the row's norm to matter).
+const BOUND = 2 ** -11;
+
+describe('f16Rows', () => {
+  for (const layout of ['rows', 'cols'] as F16Layout[]) {
+    for (const [r, k, rp, kp] of SHAPES) {
+      it(`${layout} R=${r} K=${k} into [${rp},${kp}], rows scaled 1e-12..1e6 and one zero row`, async () => {
+        const gpu = await getGpu();
+        const rng = freshRng();
+        // op(X) row i has magnitude 10^s_i: gradients of 1e-9 and activations of 1e5 alike.
+        const rowsVal = new Float64Array(r * k);
+        for (let i = 0; i < r; i++) {
+          const s = i === r - 1 && r > 1 ? 0 : 10 ** rng.uniform(-12, 6);
+          for (let j = 0; j < k; j++) rowsVal[i * k + j] = rng.normal() * s;
+        }
+        const stored = new Float32Array(r * k);
+        for (let i = 0; i < r; i++) {
+          for (let j = 0; j < k; j++) stored[layout === 'rows' ? i * k + j : j * r + i] = rowsVal[i * k + j];
+        }
+        const opX = f32(rowsVal);
+        const x = gpu.upload(stored, layout === 'rows' ? [r, k] : [k, r], 'f32', 'x');
+        const out = gpu.tensor([rp, kp], 'f16', 'x16');
+        const e = gpu.tensor([rp], 'i32', 'exps');
+        poison(gpu, out, e);
+        f16Rows(gpu, x, layout, out, e);
+        const bits = new Uint16Array(await gpu.read(out), 0, rp * kp);
+        const exps = new Int32Array(await gpu.read(e), 0, rp);
+        for (let i = 0; i < rp; i++) {
+          let max = 0;
+          for (let j = 0; i < r && j < k; j++) max = Math.max(max, Math.abs(opX[i * k + j]));
+          expect(exps[i], `exponent of row ${i} [seed ${rng.seed}]`).toBe(i < r ? refExponent(max) : 0);
+          const got = Float64Array.from({ length: kp }, (_, j) => f16BitsToF32(bits[i * kp + j]) * 2 ** -exps[i]);
+          const want = Float64Array.from({ length: kp }, (_, j) => (i < r && j < k ? opX[i * k + j] : 0));
+          if (i >= r || max === 0) expect(relErr(got, want), `padding/zero row ${i} [seed ${rng.seed}]`).toBe(0);
+          else expectClose(`row ${i} of ${r}x${k}`, got, want, BOUND, rng);
+          for (let j = k; j < kp; j++) expect(bits[i * kp + j], `padding column ${j} of row ${i}`).toBe(0);
+        }
+        for (const t of [x, out, e]) gpu.free(t);
+      });
+    }
+  }
+
+  it('names the tensor whose shape does not fit', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([5, 7], 'f32', 'acts');
+    const small = gpu.tensor([4, 8], 'f16', 'copy');
+    const e = gpu.tensor([4], 'i32', 'e');
+    expect(() => f16Rows(gpu, x, 'rows', small, e)).toThrow(/f16Rows: copy\[4,8\]:f16 should be \[Rp >= 5, even Kp >= 7\] for op\(acts\[5,7\]:f32\) read as rows/);
+    const out = gpu.tensor([8, 8], 'f16', 'copy');
+    expect(() => f16Rows(gpu, x, 'rows', out, e)).toThrow(/e\[4\]:i32 should be i32 \[8\]/);
+    for (const t of [x, small, e, out]) gpu.free(t);
+  });
+});
