@@ -1,5 +1,11 @@
-/** `rwkv-lora-gpu info --gpu`: what the adapter is and can do. */
+/** `rwkv-lora-gpu info`: what a model file holds, or (--gpu) what the GPU adapter is and can do. */
 import { acquireGpu, REQUESTED_LIMITS, type AdapterReport } from '../gpu/device.js';
+import { modelInfo } from '../io/model_file.js';
+import { parseCommand, UsageError } from './args.js';
+
+export const INFO_USAGE = `usage: rwkv-lora-gpu info <model.pth|model.st>   the model: version, layers, n_embd, head size, low-rank sizes, vocabulary, parameters, dtypes
+       rwkv-lora-gpu info --gpu [--json]          the GPU adapter, its features, limits and subgroup-matrix configurations
+`;
 
 const LIMITS_SHOWN = [...REQUESTED_LIMITS, 'minStorageBufferOffsetAlignment', 'maxUniformBufferBindingSize'];
 
@@ -26,4 +32,17 @@ export async function gpuInfo(json: boolean): Promise<string> {
   } finally {
     gpu.destroy();
   }
+}
+
+export async function infoCommand(argv: string[]): Promise<number> {
+  const p = parseCommand(argv, INFO_USAGE, { gpu: { type: 'boolean' }, json: { type: 'boolean' } }, 1);
+  if (!p) return 0;
+  if (p.values.gpu) {
+    if (p.positionals.length) throw new UsageError(`info --gpu takes no file (found ${p.positionals[0]})`, INFO_USAGE);
+    process.stdout.write((await gpuInfo(!!p.values.json)) + '\n');
+    return 0;
+  }
+  if (!p.positionals.length) throw new UsageError('info: say what to describe (a model file, or --gpu)', INFO_USAGE);
+  process.stdout.write(modelInfo(p.positionals[0]) + '\n');
+  return 0;
 }
