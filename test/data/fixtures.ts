@@ -7,10 +7,19 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const REAL_VOCAB = new URL('../../../shared/data/rwkv_vocab_v20230424.txt', import.meta.url).pathname;
-export const DEMO_JSONL = new URL('../../../shared/data/demo.jsonl', import.meta.url).pathname;
-export const HAVE_REAL_VOCAB = existsSync(REAL_VOCAB);
-export const HAVE_DEMO = existsSync(DEMO_JSONL);
+// ../shared/data next to the checkout (CI has it); RWKV_SHARED_DATA names another folder
+// holding the same files (the GPU machine gets them carried in).
+const SHARED_DATA = process.env.RWKV_SHARED_DATA ?? new URL('../../../shared/data', import.meta.url).pathname;
+
+/** A file of the shared data; its absence fails the test that needs it, never skips it. */
+function sharedFile(name: string): string {
+  const path = join(SHARED_DATA, name);
+  if (!existsSync(path)) throw new Error(`${path} is missing: the data tests read ${name} from ../shared/data (or RWKV_SHARED_DATA)`);
+  return path;
+}
+
+export const realVocab = (): string => sharedFile('rwkv_vocab_v20230424.txt');
+export const demoJsonl = (): string => sharedFile('demo.jsonl');
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'rwkv-data-'));

@@ -5,7 +5,7 @@ import { BinidxReader } from '../../src/data/binidx.js';
 import { magicPrime } from '../../src/data/magic_prime.js';
 import { prepare } from '../../src/data/prepare.js';
 import { WorldTokenizer } from '../../src/data/tokenizer.js';
-import { DEMO_JSONL, HAVE_DEMO, HAVE_REAL_VOCAB, REAL_VOCAB, SPEC_BIN, SPEC_IDX, tempDir, writeSmallVocab } from './fixtures.js';
+import { demoJsonl, realVocab, SPEC_BIN, SPEC_IDX, tempDir, writeSmallVocab } from './fixtures.js';
 
 function readAll(r: BinidxReader): number[][] {
   return Array.from({ length: r.documents }, (_, d) => {
@@ -73,24 +73,24 @@ describe('prepare: jsonl to binidx', () => {
     expect(readdirSync(out).sort()).toEqual(['bad.jsonl', 'empty.jsonl']);
   });
 
-  it.skipIf(!HAVE_REAL_VOCAB)('reproduces the spec binidx test vector from text with the real vocabulary', () => {
+  it('reproduces the spec binidx test vector from text with the real vocabulary', () => {
     const out = tempDir();
     const jsonl = join(out, 'spec.jsonl');
     writeFileSync(jsonl, ['Hello world', 'User: hi\n\nAssistant: Hello!'].map((text) => JSON.stringify({ text })).join('\n') + '\n');
-    const res = prepare(jsonl, join(out, 'spec'), { vocabPath: REAL_VOCAB });
+    const res = prepare(jsonl, join(out, 'spec'), { vocabPath: realVocab() });
     expect([res.documents, res.tokens, res.promptTokens]).toEqual([2, 13, 0]);
     expect(new Uint8Array(readFileSync(res.idx))).toEqual(SPEC_IDX);
     expect(new Uint8Array(readFileSync(res.bin))).toEqual(SPEC_BIN);
   });
 
-  it.skipIf(!HAVE_REAL_VOCAB || !HAVE_DEMO)('prepares demo.jsonl: 182 documents that decode back to their text', () => {
+  it('prepares demo.jsonl: 182 documents that decode back to their text', () => {
     const out = tempDir();
-    const res = prepare(DEMO_JSONL, join(out, 'demo'), { vocabPath: REAL_VOCAB, ctxLen: 512 });
-    const texts = readFileSync(DEMO_JSONL, 'utf8')
+    const res = prepare(demoJsonl(), join(out, 'demo'), { vocabPath: realVocab(), ctxLen: 512 });
+    const texts = readFileSync(demoJsonl(), 'utf8')
       .split('\n')
       .filter((l) => l.trim())
       .map((l) => (JSON.parse(l) as { text: string }).text);
-    const real = WorldTokenizer.fromFile(REAL_VOCAB);
+    const real = WorldTokenizer.fromFile(realVocab());
     const r = BinidxReader.open(res.idx);
     const docs = readAll(r);
     r.close();

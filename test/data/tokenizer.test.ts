@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { decodePyLiteral } from '../../src/data/py_literal.js';
 import { WorldTokenizer } from '../../src/data/tokenizer.js';
 import { parseVocab, readVocab, type VocabEntry } from '../../src/data/vocab.js';
 import { freshRng, type Rng } from '../helpers.js';
-import { DEMO_JSONL, HAVE_DEMO, HAVE_REAL_VOCAB, REAL_VOCAB, tempDir, writeSmallVocab } from './fixtures.js';
+import { demoJsonl, realVocab, tempDir, writeSmallVocab } from './fixtures.js';
 
 const bytesOf = (s: string): number[] => Array.from(new TextEncoder().encode(s));
 
@@ -150,11 +150,14 @@ describe('World tokenizer on a small vocabulary', () => {
   });
 });
 
-describe.skipIf(!HAVE_REAL_VOCAB)('World tokenizer on the real vocabulary', () => {
-  const tok = HAVE_REAL_VOCAB ? WorldTokenizer.fromFile(REAL_VOCAB) : undefined!;
+describe('World tokenizer on the real vocabulary', () => {
+  let tok: WorldTokenizer;
+  beforeAll(() => {
+    tok = WorldTokenizer.fromFile(realVocab());
+  });
 
   it('loads 65529 tokens, ids 1..65529', () => {
-    expect(readVocab(REAL_VOCAB).length).toBe(65529);
+    expect(readVocab(realVocab()).length).toBe(65529);
     expect(tok.vocabSize).toBe(65530);
     expect(Array.from(tok.tokenBytes(129))).toEqual([0x80]);
     expect(Array.from(tok.tokenBytes(2423))).toEqual([0xc2, 0x80]);
@@ -186,8 +189,8 @@ describe.skipIf(!HAVE_REAL_VOCAB)('World tokenizer on the real vocabulary', () =
     }
   });
 
-  it.skipIf(!HAVE_DEMO)('round-trips demo.jsonl and measures the encoding rate', () => {
-    const texts = readFileSync(DEMO_JSONL, 'utf8')
+  it('round-trips demo.jsonl and measures the encoding rate', () => {
+    const texts = readFileSync(demoJsonl(), 'utf8')
       .split('\n')
       .filter((l) => l.trim())
       .map((l) => (JSON.parse(l) as { text: string }).text);
