@@ -5,9 +5,13 @@
  *
  *   node --import tsx bench/reference/compare_rwkv7.ts DIR [L C V T B r]
  * Defaults: the 0.1B layout (12 layers, n_embd 768, vocab 65536), T 1024, B 2, r 16.
+ * RWKV_MATMUL=f32 keeps every product on the f32 kernel; otherwise the frozen-weight
+ * products use tensor cores where the adapter has them, and the check's bounds follow.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { acquireGpu } from '../../src/gpu/device.js';
+import { matmulMode } from '../../src/kernels/matmul.js';
+import { tcSupport } from '../../src/kernels/matmul_tc.js';
 import { RWKV7_LORA_TARGETS } from '../../src/lora/lora.js';
 import { Rwkv7Model } from '../../src/model/rwkv7.js';
 import { randomRwkv7Weights, rwkv7DefaultDims } from '../../src/model/rwkv7_init.js';
@@ -41,6 +45,8 @@ class Pack {
 }
 
 const gpu = await acquireGpu();
+const matmulPath = matmulMode(gpu) !== 'f32' && tcSupport(gpu) ? 'tc' : 'f32';
+console.log(`frozen-weight products on ${matmulPath === 'tc' ? 'tensor cores (f16 operands)' : 'the f32 kernel'}`);
 const t0 = performance.now();
 const model = new Rwkv7Model(gpu, weights, { B, T, seed: 3, lora: { r, alpha, dropout: 0, targets: RWKV7_LORA_TARGETS } });
 const inputs = new Pack();
@@ -69,6 +75,6 @@ inputs.write(`${dir}/inputs.bin`);
 out.write(`${dir}/gpu.bin`);
 writeFileSync(
   `${dir}/manifest.json`,
-  JSON.stringify({ ...dims, B, T, r, alpha, inputs: inputs.index, gpu: out.index }),
+  JSON.stringify({ ...dims, B, T, r, alpha, matmul: matmulPath, inputs: inputs.index, gpu: out.index }),
 );
 gpu.destroy();

@@ -21,7 +21,12 @@ dev = "cuda"
 DT = torch.float64
 # f32 GPU arithmetic against float64: the logits pass through every layer once; LoRA
 # gradients come back through all of them and sum over B·T tokens, so they are looser.
-BOUNDS = {"logits": 1e-5, "loss": 1e-6, "lora_grads_all": 1e-3, "lora_grads_worst": 5e-3}
+# With tensor cores the frozen-weight products take f16 operands (unit roundoff 2^-11,
+# about 4.9e-4) and f32 accumulation, so every figure is bounded by a few f16 roundings.
+BOUNDS = {
+    "f32": {"logits": 1e-5, "loss": 1e-6, "lora_grads_all": 1e-3, "lora_grads_worst": 5e-3},
+    "tc": {"logits": 5e-3, "loss": 1e-4, "lora_grads_all": 2e-2, "lora_grads_worst": 5e-2},
+}
 
 
 def load(d):
@@ -151,10 +156,12 @@ def main(d):
     for k in ("logits", "loss", "lora_grads_all", "lora_grads_median", "lora_grads_worst"):
         print(f"{k:>20}: {res[k]:.3e}")
     print(f"worst LoRA tensor: {res['lora_grads_worst_name']}; loss gpu {res['loss_gpu']:.6f} ref {res['loss_ref']:.6f}; reference took {ref_s:.1f}s")
-    failed = [f"{k} {res[k]:.3e} > {b:.0e}" for k, b in BOUNDS.items() if not res[k] <= b]
+    bounds = BOUNDS[man.get("matmul", "f32")]
+    print(f"frozen-weight products: {man.get('matmul', 'f32')}")
+    failed = [f"{k} {res[k]:.3e} > {b:.0e}" for k, b in bounds.items() if not res[k] <= b]
     if failed:
         sys.exit("FAILED: " + "; ".join(failed))
-    print("all within bounds: " + ", ".join(f"{k} <= {b:.0e}" for k, b in BOUNDS.items()))
+    print("all within bounds: " + ", ".join(f"{k} <= {b:.0e}" for k, b in bounds.items()))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ export interface TcTiling {
   bk: number;
 }
 
-export const TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 2, bk: 32 };
+// 2×2 subgroups of 4×4 tiles (128×128 per workgroup): the fastest of the four tilings
+// timed on the H200 on every dominant 1.5B product (bench/RESULTS.md).
+export const TC_TILING: TcTiling = { wm: 2, wn: 2, tm: 4, tn: 4, bk: 32 };
 
 /**
  * How B is stored: 'nk' a bf16 weight [N, K] (a Linear's W for x·Wᵀ), 'kn' a bf16 [K, N],
