@@ -27,3 +27,8 @@ export { writeRandomModel, type RandomModelSpec } from './train/base_model.js';
 // Data.
 export { WorldTokenizer, END_OF_TEXT } from './data/tokenizer.js';
 export { prepare, type PrepareOptions, type PrepareResult } from './data/prepare.js';
+
+// Checkpoints: .pth and safetensors in (Ai00-layout .st read in .pth names), out atomically.
+export { openCheckpoint, loadCheckpoint, writeCheckpoint, modelInfo } from './io/model_file.js';
+export { writeAi00Model, writeAi00Lora } from './io/ai00.js';
+export type { CheckpointReader, CheckpointTensor } from './io/host_tensor.js';

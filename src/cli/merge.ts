@@ -1,4 +1,4 @@
-/** `rwkv-lora-gpu merge`: base model + adapter → merged model (.pth bf16, or .st). */
+/** `rwkv-lora-gpu merge`: base model + adapter → merged model (.pth bf16, or .st for Ai00). */
 import { mergeLora } from '../train/merge.js';
 import { numberOption, parseCommand, requireString } from './args.js';
 
@@ -8,6 +8,11 @@ W + (lora_alpha/r)·B·A for every adapted weight (in f32, rounded to bf16), tra
 LayerNorm weights replaced, everything else copied. lora_alpha and r come from the
 adapter; --alpha overrides (with a warning when it differs) or supplies it for
 adapters that do not record it (e.g. RWKV-PEFT's).
+
+--out merged.st (or .safetensors) writes the layout Ai00, web-rwkv and RWKV
+Runner's WebGPU backend load: every tensor f16 (rounded once from f32), the
+low-rank x070 matrices transposed, as their convert_safetensors.py does.
+--base and --lora may be .pth or such .st files.
 `;
 
 export function mergeCommand(argv: string[]): number {

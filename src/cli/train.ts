@@ -40,7 +40,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   try {
     const s = await trainLora(config, { signal: ac.signal, progress: process.stdout });
     const o = s.outputs;
-    const written = [...o.adapters, o.merged, o.mergedSt, o.checkpoint, o.log, o.lossData, o.lossCurve, o.config].filter(Boolean);
+    const written = [...o.adapters, ...o.adaptersSt, o.merged, o.mergedSt, o.checkpoint, o.log, o.lossData, o.lossCurve, o.config].filter(Boolean);
     process.stdout.write(`outputs:\n${written.map((p) => `  ${p}`).join('\n')}\n`);
     return s.aborted ? 130 : 0;
   } finally {

@@ -175,12 +175,15 @@ export interface FileFacts {
   path: string;
   format: 'pth' | 'safetensors';
   size: number;
+  /** An Ai00-layout file, described in the .pth names and orientation its reader gives. */
+  ai00Layout?: boolean;
 }
 
 /** The text of `rwkv-lora-gpu info <model file>`. */
 export function formatModelInfo(d: ModelDescription, file: FileFacts): string {
   const fmt = file.format === 'pth' ? 'PyTorch .pth (zip)' : 'safetensors';
-  const lines = [`file: ${file.path}`, `format: ${fmt}, ${bytes(file.size)}${d.layout === 'web-rwkv' ? ', web-rwkv layout' : ''}`];
+  const layout = file.ai00Layout ? ', Ai00/web-rwkv layout (f16; shown in .pth names and orientation)' : d.layout === 'web-rwkv' ? ', web-rwkv layout' : '';
+  const lines = [`file: ${file.path}`, `format: ${fmt}, ${bytes(file.size)}${layout}`];
   lines.push(`architecture: ${ARCH_NAMES[d.architecture]}, ${KIND_NAMES[d.kind]}`);
   const dims = [
     d.nLayer && `layers ${d.nLayer}`,

@@ -85,7 +85,11 @@ export function contiguousStrides(shape: readonly number[]): number[] {
   return s;
 }
 
-/** A tensor from float values, rounded to nearest even when the dtype is narrower than f32. */
+/**
+ * A tensor from float values, rounded to nearest even when the dtype is narrower
+ * than f32. A finite value that f16 cannot hold (|x| >= 65520, which rounds past
+ * 65504) is an error naming the tensor: a silent infinity would break the model.
+ */
 export function hostFromF32(name: string, shape: readonly number[], values: ArrayLike<number>, dtype: FloatDType): CheckpointTensor {
   const n = shapeNumel(shape, 'hostFromF32', name);
   if (values.length !== n) throw new Error(`hostFromF32: ${name}: ${values.length} values for shape [${shape.join(',')}] (${n} elements)`);
@@ -93,7 +97,19 @@ export function hostFromF32(name: string, shape: readonly number[], values: Arra
   const bits = new Uint16Array(n);
   const round = dtype === 'bf16' ? f32ToBf16Bits : f32ToF16Bits;
   for (let i = 0; i < n; i++) bits[i] = round(values[i]);
+  if (dtype === 'f16') {
+    for (let i = 0; i < n; i++) {
+      if ((bits[i] & 0x7fff) === 0x7c00 && Number.isFinite(values[i])) {
+        throw new RangeError(`tensor ${name}: value ${values[i]} (element ${i}) is beyond the f16 range (±65504), so it cannot be stored as f16`);
+      }
+    }
+  }
   return { name, dtype, shape: [...shape], data: new Uint8Array(bits.buffer) };
+}
+
+/** The tensor in f16 (f16 kept as it is; bf16 and f32 rounded to nearest even, out-of-range values an error). */
+export function hostToF16(t: CheckpointTensor): CheckpointTensor {
+  return t.dtype === 'f16' ? t : hostFromF32(t.name, t.shape, hostToF32(t), 'f16');
 }
 
 /** Checks tensors about to be written: float dtypes, bytes matching their shapes, no name twice. */
@@ -131,6 +147,8 @@ export interface CheckpointReader {
   readonly tensors: readonly TensorInfo[];
   /** safetensors `__metadata__` (empty for .pth). */
   readonly metadata: Readonly<Record<string, string>>;
+  /** True for a file in the Ai00/web-rwkv layout (src/io/ai00.ts), which the reader gives back in .pth names and orientation. */
+  readonly ai00Layout?: boolean;
   /** One tensor's bytes, contiguous; only bf16, f16 and f32 tensors can be read. */
   read(name: string): CheckpointTensor;
   close(): void;

@@ -1,9 +1,11 @@
 /**
  * Any model file: opens a .pth or safetensors checkpoint by its first bytes
- * (falling back on the extension to explain a damaged one), loads its tensors,
- * writes one in the format its extension names, and describes it for `info`.
+ * (falling back on the extension to explain a damaged one; a safetensors file in
+ * the Ai00 layout comes back in the .pth names and orientation), loads its
+ * tensors, writes one in the format its extension names, and describes it for `info`.
  */
 import { extname } from 'node:path';
+import { Ai00Reader, isAi00Layout } from './ai00.js';
 import { bytesSource, fileSource, hexBytes, startsWith, type ByteSource } from './byte_source.js';
 import { describeModel, formatModelInfo } from './describe_model.js';
 import { CheckpointError } from './errors.js';
@@ -29,7 +31,10 @@ function openSource(src: ByteSource): CheckpointReader {
     const head = src.read(0, Math.min(src.size, 9), 'file signature');
     const format = formatOf(src.name, head);
     if (format === 'pth') return new PthReader(src);
-    if (format === 'safetensors') return new SafetensorsReader(src);
+    if (format === 'safetensors') {
+      const st = new SafetensorsReader(src);
+      return isAi00Layout(st.tensors, st.metadata) ? new Ai00Reader(st) : st;
+    }
     throw new CheckpointError(
       src.name,
       `not a model checkpoint: expected a PyTorch .pth (a zip, starting PK\\x03\\x04) or safetensors (u64 header length, then '{'), ` +
@@ -66,11 +71,15 @@ export function loadCheckpoint(path: string): Map<string, CheckpointTensor> {
 
 export type CheckpointWriteOptions = PthWriteOptions & SafetensorsWriteOptions;
 
-/** Writes .pth/.pt or .safetensors/.st, by the extension, atomically. */
+export function isSafetensorsPath(path: string): boolean {
+  return ST_EXT.has(extname(path).toLowerCase());
+}
+
+/** Writes .pth/.pt or .safetensors/.st (plain, tensors as given), by the extension, atomically. */
 export function writeCheckpoint(path: string, tensors: Iterable<CheckpointTensor>, opts: CheckpointWriteOptions = {}): void {
   const ext = extname(path).toLowerCase();
   if (ext === '.pth' || ext === '.pt') writePth(path, tensors, opts);
-  else if (ST_EXT.has(ext)) writeSafetensors(path, tensors, opts);
+  else if (isSafetensorsPath(path)) writeSafetensors(path, tensors, opts);
   else throw new CheckpointError(path, `cannot tell the format from the extension '${ext}': use .pth, .pt, .safetensors or .st`);
 }
 
@@ -80,7 +89,7 @@ export function modelInfo(path: string): string {
   try {
     const meta = r.tensors.filter((t) => isLoraMetaKey(t.name)).map((t) => r.read(t.name));
     const infos = r.tensors.map((t) => meta.find((m) => m.name === t.name) ?? t);
-    return formatModelInfo(describeModel(infos), { path, format: r.format, size: r.size });
+    return formatModelInfo(describeModel(infos), { path, format: r.format, size: r.size, ai00Layout: r.ai00Layout });
   } finally {
     r.close();
   }

@@ -1,7 +1,8 @@
 /**
  * LoRA adapter files in RWKV-PEFT's layout: `blocks.N.<module>.lora_A` [r, in],
  * `.lora_B` [out, r] and any trained LayerNorm weights under their model names,
- * plus the alpha and rank they were trained with (src/io/lora_meta.ts).
+ * plus the alpha and rank they were trained with (src/io/lora_meta.ts). The
+ * reader also takes an Ai00 LoRA .st, which comes back in these names.
  */
 import type { FloatDType } from '../io/host_tensor.js';
 import { hostFromF32, type CheckpointTensor } from '../io/host_tensor.js';
@@ -24,9 +25,14 @@ export function layoutTensors(layout: TrainableLayout, params: Float32Array): Ma
   return new Map(layout.entries.map((e) => [e.name, params.slice(e.offset, e.offset + e.size)]));
 }
 
+/** The adapter's tensors from the flat trainable buffer, in `dtype`, with the alpha and r records. */
+export function adapterTensors(layout: TrainableLayout, params: Float32Array, o: { alpha: number; r: number; dtype: FloatDType }): CheckpointTensor[] {
+  const tensors = layout.entries.map((e) => hostFromF32(e.name, e.shape, params.subarray(e.offset, e.offset + e.size), o.dtype));
+  return [...tensors, ...loraMetaTensors(o.alpha, o.r)];
+}
+
 export function writeAdapter(path: string, layout: TrainableLayout, params: Float32Array, o: { alpha: number; r: number; dtype: FloatDType }): void {
-  const tensors: CheckpointTensor[] = layout.entries.map((e) => hostFromF32(e.name, e.shape, params.subarray(e.offset, e.offset + e.size), o.dtype));
-  writeCheckpoint(path, [...tensors, ...loraMetaTensors(o.alpha, o.r)], { overwrite: true });
+  writeCheckpoint(path, adapterTensors(layout, params, o), { overwrite: true });
 }
 
 export function readAdapter(path: string): Adapter {

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { describeModel } from '../io/describe_model.js';
-import { hostFromF32 } from '../io/host_tensor.js';
+import { hostFromF32, type FloatDType } from '../io/host_tensor.js';
 import { loadCheckpoint, writeCheckpoint } from '../io/model_file.js';
 import type { Rwkv7Dims } from '../model/rwkv7_config.js';
 import { randomRwkv7Weights, rwkv7DefaultDims } from '../model/rwkv7_init.js';
@@ -44,10 +44,11 @@ export function readBaseModel(path: string, expectVersion = ''): Map<string, Hos
 
 /**
  * The base model with the adapter's values merged in: W + (alpha/r)·B·A for each
- * adapted Linear (in f32, rounded to bf16), trained LayerNorm weights replaced,
- * every other tensor unchanged. `trained` holds f32 values by checkpoint key.
+ * adapted Linear (in f32, rounded once to `dtype`: bf16 by default, f16 for the
+ * Ai00 .st), trained LayerNorm weights replaced (in `dtype`, by default the base
+ * tensor's), every other tensor unchanged. `trained` holds f32 values by checkpoint key.
  */
-export function mergeWeights(base: ReadonlyMap<string, HostTensor>, trained: ReadonlyMap<string, Float32Array>, alpha: number): Map<string, HostTensor> {
+export function mergeWeights(base: ReadonlyMap<string, HostTensor>, trained: ReadonlyMap<string, Float32Array>, alpha: number, dtype?: FloatDType): Map<string, HostTensor> {
   const out = new Map<string, HostTensor>();
   for (const [name, t] of base) {
     const prefix = name.replace(/\.weight$/, '');
@@ -69,9 +70,9 @@ export function mergeWeights(base: ReadonlyMap<string, HostTensor>, trained: Rea
           for (let i = 0; i < nIn; i++) w[row + i] += b * A[arow + i];
         }
       }
-      out.set(name, hostFromF32(name, t.shape, w, 'bf16'));
+      out.set(name, hostFromF32(name, t.shape, w, dtype ?? 'bf16'));
     } else if (replaced) {
-      out.set(name, hostFromF32(name, t.shape, replaced, t.dtype));
+      out.set(name, hostFromF32(name, t.shape, replaced, dtype ?? t.dtype));
     } else {
       out.set(name, t);
     }

@@ -57,6 +57,7 @@ export interface TrainConfig {
   magic_prime: number;
   merge: boolean;
   merge_st: boolean;
+  lora_st: boolean;
   resume: boolean;
   overwrite: boolean;
 }
@@ -119,7 +120,8 @@ export const CONFIG_FIELDS: { readonly [K in keyof TrainConfig]: Field } = {
   data_shuffle: { kind: 'bool', def: true, doc: "With dataload 'pad': a fresh document order every pass over the data (0/1)." },
   magic_prime: { kind: 'int', def: 0, min: 0, doc: "With dataload 'get': RWKV-LM's magic prime (0 = computed from the data)." },
   merge: { kind: 'bool', def: true, doc: 'Write the merged model proj_dir/rwkv-merged.pth (bf16) at the end.' },
-  merge_st: { kind: 'bool', def: false, doc: 'Also write the merged model as rwkv-merged.st (safetensors, the same tensors as the .pth).' },
+  merge_st: { kind: 'bool', def: false, doc: 'Also write the merged model as rwkv-merged.st for Ai00/web-rwkv/RWKV Runner WebGPU (f16, their converter\'s names and transposes).' },
+  lora_st: { kind: 'bool', def: false, doc: 'Also write each adapter as rwkv-{epoch}.st, an Ai00 LoRA (f16; load it with [[lora]] path = that file, alpha = lora_alpha).' },
   resume: { kind: 'bool', def: false, doc: "Continue the run in proj_dir from its checkpoint (adapter, optimizer moments, step, data position)." },
   overwrite: { kind: 'bool', def: false, doc: "Replace another run's outputs in proj_dir." },
 };

@@ -98,8 +98,7 @@ export class LoadedModel {
   /** Logits [ids.length, vocab], row t predicting token t + 1. */
   async logits(ids: readonly number[]): Promise<Float32Array> {
     this.run(ids);
-    const all = await this.gpu.readF32(this.model.logits);
-    return all.slice(0, ids.length * this.dims.vocab);
+    return this.model.readLogits(0, ids.length);
   }
 
   /** Samples up to maxTokens tokens after `prompt`; returns the new ones. */
@@ -118,7 +117,7 @@ export class LoadedModel {
     const out: number[] = [];
     for (let k = 0; k < maxTokens; k++) {
       this.run(ids);
-      sampleTopP(this.gpu, this.model.logits, this.probs, this.token, { row: ids.length - 1, temperature: o.temperature ?? 1, topP: o.topP ?? 0.85, u: rng.next(), limit });
+      sampleTopP(this.gpu, this.model.headLogits(ids.length - 1, 1), this.probs, this.token, { row: 0, temperature: o.temperature ?? 1, topP: o.topP ?? 0.85, u: rng.next(), limit });
       const t = (await this.gpu.readU32(this.token))[0];
       if (t === 0 && (o.stopAtEndOfText ?? true)) break;
       ids.push(t);

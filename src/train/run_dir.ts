@@ -17,11 +17,12 @@ export const RUN_FILES = {
   mergedSt: 'rwkv-merged.st',
 } as const;
 
-const ADAPTER = /^rwkv-\d+\.pth$/;
+/** rwkv-{epoch}.pth, and its Ai00 form rwkv-{epoch}.st (lora_st). */
+const ADAPTER = /^rwkv-\d+\.(pth|st)$/;
 const LOCK = '.rwkv-lora-gpu.lock';
 
-export function adapterPath(dir: string, epoch: number): string {
-  return join(dir, `rwkv-${epoch}.pth`);
+export function adapterPath(dir: string, epoch: number, ext: '.pth' | '.st' = '.pth'): string {
+  return join(dir, `rwkv-${epoch}${ext}`);
 }
 
 /** The files of a run present in `dir`. */

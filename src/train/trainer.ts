@@ -4,17 +4,19 @@
  * scaled by 1/accumulate_grad_batches), then one AdamW step with global-norm
  * clipping at the step's LR. Losses are copied on the GPU into a ring and read
  * back only every few steps, so the CPU never waits for the GPU per micro-batch.
- * Epoch ends write train_log.txt, the adapter every epoch_save epochs and the
- * resume checkpoint; the end writes the merged model.
+ * Epoch ends write train_log.txt, the adapter every epoch_save epochs (and its
+ * Ai00 .st with lora_st) and the resume checkpoint; the end writes the merged
+ * model (.pth, and the Ai00 .st with merge_st).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireGpu, type GpuRuntime } from '../gpu/device.js';
 import { writeAtomic } from '../io/atomic_write.js';
+import { writeAi00Lora, writeAi00Model } from '../io/ai00.js';
 import { writeCheckpoint } from '../io/model_file.js';
 import { RWKV7_LORA_TARGETS } from '../lora/lora.js';
 import { Rwkv7Model } from '../model/rwkv7.js';
-import { applyAdapter, layoutTensors, readAdapter, writeAdapter } from './adapter.js';
+import { adapterTensors, applyAdapter, layoutTensors, readAdapter, writeAdapter } from './adapter.js';
 import { mergeWeights, readBaseModel, writeRandomModel } from './base_model.js';
 import { checkpointSeed, loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.js';
 import { CONFIG_FIELDS, resolveConfig, type TrainConfig, type TrainConfigInput } from './config.js';
@@ -58,6 +60,8 @@ export interface TrainOutputs {
   checkpoint: string;
   /** rwkv-{epoch}.pth files written by this run, in order. */
   adapters: string[];
+  /** Their Ai00 forms rwkv-{epoch}.st (lora_st), in order. */
+  adaptersSt: string[];
   baseModel: string;
   merged?: string;
   mergedSt?: string;
@@ -172,11 +176,20 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     const ring = gpu.tensor([MAX_READ_EVERY * acc], 'f32', 'loss ring');
     const tokensPerStep = acc * c.micro_bsz * c.ctx_len;
     const adapters: string[] = [];
+    const adaptersSt: string[] = [];
     const dtype = c.precision === 'bf16' ? 'bf16' : 'f32';
     const saveAdapter = async (epoch: number): Promise<void> => {
+      const params = await gpu!.readF32(model.params);
+      const meta = { alpha: c.peft_config.lora_alpha, r: c.peft_config.r };
       const p = adapterPath(dir, epoch);
-      writeAdapter(p, model.layout, await gpu!.readF32(model.params), { alpha: c.peft_config.lora_alpha, r: c.peft_config.r, dtype });
+      writeAdapter(p, model.layout, params, { ...meta, dtype });
       adapters.push(p);
+      if (c.lora_st) {
+        // From the f32 values, so the f16 file is rounded once.
+        const st = adapterPath(dir, epoch, '.st');
+        writeAi00Lora(st, adapterTensors(model.layout, params, { ...meta, dtype: 'f32' }), { overwrite: true });
+        adaptersSt.push(st);
+      }
     };
     const saveResume = async (): Promise<void> => {
       const [params, m, v] = [await gpu!.readF32(model.params), await gpu!.readF32(opt.m), await gpu!.readF32(opt.v)];
@@ -259,23 +272,25 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     aborted &&= state.step < totalSteps;
     const seconds = (performance.now() - t0) / 1000;
 
-    const outputs: TrainOutputs = { dir, ...files, adapters, baseModel };
+    const outputs: TrainOutputs = { dir, ...files, adapters, adaptersSt, baseModel };
     if (aborted) {
       await flush();
       await saveResume();
       progress?.log(`interrupted at step ${state.step}/${totalSteps}; resume with --resume (resume: true)`);
     } else if (c.merge || c.merge_st) {
       const trained = layoutTensors(model.layout, await gpu.readF32(model.params));
-      const merged = mergeWeights(weights, trained, c.peft_config.lora_alpha);
-      const tensors = [...merged].map(([name, t]) => ({ name, ...t }));
-      if (c.merge) writeCheckpoint((outputs.merged = join(dir, RUN_FILES.merged)), tensors, { overwrite: true });
-      if (c.merge_st) writeCheckpoint((outputs.mergedSt = join(dir, RUN_FILES.mergedSt)), tensors, { overwrite: true });
+      // Each file is rounded once from the f32 merge: bf16 for the .pth, f16 for the Ai00 .st.
+      const merged = (to?: 'f16') => [...mergeWeights(weights, trained, c.peft_config.lora_alpha, to)].map(([name, t]) => ({ name, ...t }));
+      if (c.merge) writeCheckpoint((outputs.merged = join(dir, RUN_FILES.merged)), merged(), { overwrite: true });
+      if (c.merge_st) writeAi00Model((outputs.mergedSt = join(dir, RUN_FILES.mergedSt)), merged('f16'), { overwrite: true });
     }
     await gpu.sync();
     data.close();
     gpu.free(ring);
     model.dispose();
     const tokensPerSecond = (stepsThisSession * tokensPerStep) / seconds;
+    const lastSt = adaptersSt[adaptersSt.length - 1];
+    if (lastSt) say(`Ai00 config.toml for the adapter: [[lora]] path = ${JSON.stringify(lastSt)}, alpha = ${c.peft_config.lora_alpha}`);
     progress?.log(`${aborted ? 'stopped' : 'done'}: ${state.step} steps, final loss ${losses[losses.length - 1]?.toFixed(4) ?? '?'}, ${(tokensPerSecond / 1000).toFixed(2)} kt/s`);
     return { finalLoss: losses[losses.length - 1] ?? NaN, steps: state.step, tokensPerSecond, seconds, aborted, config: resolved, outputs };
   } finally {
