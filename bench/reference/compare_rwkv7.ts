@@ -62,7 +62,7 @@ inputs.add('ids', 'i32', [M], ids);
 inputs.add('labels', 'i32', [M], labels);
 model.setBatch(ids, labels);
 model.forward();
-const logits = await gpu.readF32(model.logits);
+const logits = await model.readLogits();
 model.forwardBackward();
 const loss = await model.readLoss();
 const out = new Pack();

@@ -3,6 +3,11 @@
  * dL/dlogits in one pass over the logits, with the valid-target count and the mean loss
  * kept on the GPU so a training step never waits on a read-back.
  *
+ * The logits may be a chunk of a larger batch's rows (a model never holds [B·T, V] whole):
+ * the valid count is taken once over the whole batch by countValidTargets, and each chunk's
+ * crossEntropy reads it and writes its rows of the batch's row losses, so the mean divides
+ * by the batch's count, not the chunk's.
+ *
  * Targets: -100 marks an ignored position. Any other target outside [0, V) is treated
  * exactly like -100 (not counted, zero loss, zero CE gradient); rejecting such data is
  * the data loader's job, not this kernel's.
@@ -21,10 +26,16 @@ export interface CrossEntropyOptions {
   l2wrap: boolean;
   /** Scales the CE part of the gradient (e.g. 1/accumulate_grad_batches); L2Wrap is not scaled, as in RWKV-PEFT. */
   gradScale?: number;
-  /** B·T in L2Wrap's 1e-4/(B·T); defaults to the number of rows M. */
+  /** B·T in L2Wrap's 1e-4/(B·T) (the whole batch's, for a chunk); defaults to the rows of the logits. */
   l2wrapTokens?: number;
-  /** u32 [1] output: the number of valid targets, written on the GPU; meanLoss reads it. */
+  /** u32 [1]: the number of valid targets of the whole batch, from countValidTargets. */
   nValid: Tensor;
+  /**
+   * The batch row of logits row 0, when the logits are a chunk: targets and rowLoss then
+   * cover the whole batch and the chunk's rows are firstRow onwards. Omitted: they match
+   * the logits row for row.
+   */
+  firstRow?: number;
 }
 
 function expectShape(op: string, t: Tensor, dtype: Tensor['dtype'], shape: readonly number[]): void {
@@ -59,8 +70,15 @@ fn main(@builtin(local_invocation_index) li: u32) {
   if (li == 0u) { count[0] = part[0]; }
 }`;
 
-/** nValid[0] = the number of targets in [0, V) (one workgroup; integer sum, so exact). */
-function countValidTargets(gpu: GpuRuntime, targets: Tensor, V: number, nValid: Tensor): void {
+/**
+ * nValid[0] = the number of targets in [0, V) (one workgroup; integer sum, so exact).
+ * Recorded before crossEntropy, once per batch however many chunks follow.
+ */
+export function countValidTargets(gpu: GpuRuntime, targets: Tensor, V: number, nValid: Tensor): void {
+  const op = 'countValidTargets';
+  if (targets.dtype !== 'i32' || targets.shape.length !== 1) throw new Error(`${op}: ${targets.label} must be i32 [M], found ${describe(targets)}`);
+  expectShape(op, nValid, 'u32', [1]);
+  if (!(Number.isInteger(V) && V >= 1)) throw new Error(`${op}: V must be a positive integer, found ${V}`);
   const M = numel(targets.shape);
   const p = gpu.pipeline('ce_count_valid', '', ['uniform', 'read', 'rw'], () => COUNT_VALID);
   gpu.dispatch(p, [uniforms([['u32', M], ['u32', V]]), targets, nValid], [1]);
@@ -89,7 +107,7 @@ function ceSource(inPlace: boolean): string {
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> loss: array<f32>;`;
   return /* wgsl */ `
-struct P { M: u32, V: u32, gradScale: f32, l2: f32 }
+struct P { M: u32, V: u32, gradScale: f32, l2: f32, first: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${bindings}
 var<workgroup> smax: array<f32, ${WG}>;
@@ -109,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let row = ${WGSL_LINEAR_WG};
   if (row >= p.M) { return; }
   let base = row * p.V;
-  let t = tgt[row];
+  let t = tgt[p.first + row];
   let ok = valid(t);
   let tj = select(0xffffffffu, u32(t), ok);
   // Lowest finite f32 rather than -inf: WGSL forbids infinite constants. A thread with no
@@ -146,7 +164,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let inv = 1.0 / (1.0 + others);
   let amax = sarg[0];
   let owner = select(0u, tj % ${WG}u, ok);
-  if (li == owner) { loss[row] = select(0.0, (mx - xt) + log1p(others), ok); }
+  if (li == owner) { loss[p.first + row] = select(0.0, (mx - xt) + log1p(others), ok); }
   let n = nvalid[0];
   let scale = select(0.0, p.gradScale / f32(max(n, 1u)), ok);
   for (var j = li; j < p.V; j += ${WG}u) {
@@ -161,21 +179,28 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 
 /**
- * Softmax cross-entropy over rows of `logits` [M, V] with integer `targets` [M]:
- * rowLoss[m] = -log softmax(logits[m])[t_m] (0 for ignored rows) and
+ * Softmax cross-entropy over rows of `logits` [M, V] with integer `targets`:
+ * rowLoss[f + m] = -log softmax(logits[m])[t_{f+m}] (0 for ignored rows), f = opts.firstRow, and
  * dlogits = gradScale·(softmax − onehot)/nValid on valid rows (0 on ignored rows), plus with
  * L2Wrap logits[m, j*]·1e-4/l2wrapTokens at each row's argmax j*, unscaled by gradScale.
- * `dlogits` may be `logits` itself (in place). Also writes opts.nValid. When no target is
- * valid the CE gradient is 0 (torch would give NaN), so a fully masked batch changes nothing.
+ * `dlogits` may be `logits` itself (in place). opts.nValid must hold countValidTargets' count
+ * (recorded earlier). When no target is valid the CE gradient is 0 (torch would give NaN),
+ * so a fully masked batch changes nothing.
  */
 export function crossEntropy(gpu: GpuRuntime, logits: Tensor, targets: Tensor, dlogits: Tensor, rowLoss: Tensor, opts: CrossEntropyOptions): void {
   const op = 'crossEntropy';
   if (logits.dtype !== 'f32' || logits.shape.length !== 2) throw new Error(`${op}: ${logits.label} must be f32 [M, V], found ${describe(logits)}`);
   const [M, V] = logits.shape;
-  expectShape(op, targets, 'i32', [M]);
+  const first = opts.firstRow ?? 0;
+  // Rows of the batch that targets and rowLoss cover.
+  const batchRows = opts.firstRow === undefined ? M : targets.shape[0];
+  expectShape(op, targets, 'i32', [batchRows]);
   expectShape(op, dlogits, 'f32', [M, V]);
-  expectShape(op, rowLoss, 'f32', [M]);
+  expectShape(op, rowLoss, 'f32', [batchRows]);
   expectShape(op, opts.nValid, 'u32', [1]);
+  if (!(Number.isInteger(first) && first >= 0 && first + M <= batchRows)) {
+    throw new Error(`${op}: rows ${first}..${first + M - 1} of ${logits.label} lie outside the ${batchRows} rows of ${targets.label}`);
+  }
   const inPlace = logits.buffer === dlogits.buffer;
   if (inPlace && (logits.offset !== dlogits.offset || logits.byteLength !== dlogits.byteLength)) {
     throw new Error(`${op}: ${dlogits.label} shares a buffer with ${logits.label} but not the same window; pass the same tensor to work in place`);
@@ -184,8 +209,7 @@ export function crossEntropy(gpu: GpuRuntime, logits: Tensor, targets: Tensor, d
   const tokens = opts.l2wrapTokens ?? M;
   expectPositive(op, 'gradScale', gradScale);
   expectPositive(op, 'l2wrapTokens', tokens);
-  countValidTargets(gpu, targets, V, opts.nValid);
-  const u = uniforms([['u32', M], ['u32', V], ['f32', gradScale], ['f32', opts.l2wrap ? L2WRAP_FACTOR / tokens : 0]]);
+  const u = uniforms([['u32', M], ['u32', V], ['f32', gradScale], ['f32', opts.l2wrap ? L2WRAP_FACTOR / tokens : 0], ['u32', first]]);
   if (inPlace) {
     const p = gpu.pipeline('cross_entropy', 'inplace', ['uniform', 'rw', 'read', 'read', 'rw'], () => ceSource(true));
     gpu.dispatch(p, [u, logits, targets, opts.nValid, rowLoss], grid1d(M));

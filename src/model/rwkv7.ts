@@ -7,10 +7,16 @@
  * in one flat f32 buffer `params` with gradients in `grads`, both laid out by
  * src/lora/lora.ts. The backward always adds into `grads` (micro-batch
  * accumulation); the optimizer zeroes them.
+ *
+ * The logits [B·T, V] are never held whole (at B·T = 8192, V = 65536 they are 2 GiB,
+ * more than one binding holds): the head, the cross-entropy and the head's backward run
+ * over chunks of at most headChunk rows, each chunk's logits overwritten by its dlogits
+ * and turned into its rows of dx before the next chunk reuses the buffer.
  */
+import { sizeClass } from '../gpu/buffers.js';
 import type { GpuRuntime } from '../gpu/device.js';
 import { view, type DType, type Tensor } from '../gpu/tensor.js';
-import { crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
+import { countValidTargets, crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
 import { dropout } from '../kernels/dropout.js';
 import { activation, activationBackward, axpby, fill } from '../kernels/elementwise.js';
 import { embedding } from '../kernels/embedding.js';
@@ -24,6 +30,8 @@ import { GpuWeights, hostToF32, type HostTensor } from './weights.js';
 
 const LN_EPS = 1e-5;
 const GN_EPS = 64e-5;
+/** The default head chunk keeps one chunk's f32 logits within this (1024 rows at V = 65536). */
+const HEAD_CHUNK_BYTES = 256 * 2 ** 20;
 
 export interface Rwkv7Options {
   /** Sequences per micro-batch. */
@@ -37,6 +45,12 @@ export interface Rwkv7Options {
   gradCp?: boolean;
   /** RWKV's L2Wrap term in the loss gradient (default on, as in RWKV-PEFT). */
   l2wrap?: boolean;
+  /**
+   * Rows (tokens) per chunk of the head and cross-entropy; default the most whose f32
+   * logits fit in 256 MiB and in one binding, at most B·T. Any size is exact: chunks
+   * only split rows, and the loss's mean and L2Wrap use the whole batch's counts.
+   */
+  headChunk?: number;
   /** Seed of the LoRA initialisation. */
   seed: number;
   /** Initial WKV state per layer, f32 [B, H, N, N] values (row = value dim); zero when absent. */
@@ -50,31 +64,75 @@ export interface Rwkv7Options {
 const SMALL_MATRICES = ['w1', 'w2', 'a1', 'a2', 'v1', 'v2', 'g1', 'g2'];
 const BIG_MATRICES = ['att.receptance.weight', 'att.key.weight', 'att.value.weight', 'att.output.weight', 'ffn.key.weight', 'ffn.value.weight'];
 
-/** Activations of one block: everything its backward reads. */
+/**
+ * Activations of one block that its backward reads. What only the forward needs
+ * (Transient) is not kept per block.
+ */
 interface Arena {
-  xln1: Tensor; st1: Tensor;
-  xr: Tensor; xw: Tensor; xk: Tensor; xv: Tensor; xa: Tensor; xg: Tensor;
+  st1: Tensor;
+  xr: Tensor; xk: Tensor; xv: Tensor;
   r: Tensor; k: Tensor; v: Tensor;
-  uw: Tensor; tw: Tensor; wraw: Tensor;
-  ua: Tensor; za: Tensor; a: Tensor;
-  uv: Tensor; zv: Tensor; vmix: Tensor;
-  ug: Tensor; sg: Tensor; g: Tensor;
+  uw: Tensor; wraw: Tensor;
+  a: Tensor;
+  /** Absent for layer 0 without grad_cp: layer 0 has no value residual. */
+  zv: Tensor | undefined; vmix: Tensor;
+  ug: Tensor; g: Tensor;
   kk: Tensor; kt: Tensor; aw: Tensor; bw: Tensor;
   y: Tensor; saved: Wkv7Saved; gn: Tensor; stx: Tensor; opre: Tensor;
-  xmid: Tensor; xln2: Tensor; st2: Tensor; xk2: Tensor; hk: Tensor; hr: Tensor;
+  xmid: Tensor; st2: Tensor; xk2: Tensor; hk: Tensor;
   /** LoRA hidden h = dropout(x)·Aᵀ per target. */
   h: Map<Rwkv7LoraTarget, Tensor>;
 }
 
-/** Gradients of activations inside a block; shared by all layers. */
+/**
+ * Values the forward makes and uses within a block and the backward never reads
+ * (frozen products and their inputs; relu² of hk, which the backward recomputes for the
+ * ffn.value LoRA). They live in gradient-arena buffers: a block's forward never
+ * overlaps a backward (with grad_cp it runs between two blocks' backwards).
+ */
+interface Transient {
+  xln1: Tensor; xw: Tensor; xa: Tensor; xg: Tensor; za: Tensor; xln2: Tensor;
+  tw: Tensor; ua: Tensor; uv: Tensor; sg: Tensor; hr: Tensor;
+}
+
+/**
+ * Gradients of activations inside a block; shared by all layers. Several names share a
+ * buffer where one value is dead before the other is written (makeGradArena).
+ */
 interface GradArena {
+  /** The head's ∂L/∂ln_out output (assembled chunk by chunk), read before any block's backward. */
+  dxo: Tensor;
   dhr: Tensor; dhk: Tensor; dxk2: Tensor; dxln2: Tensor;
   dopre: Tensor; dgn: Tensor; dr: Tensor; dkt: Tensor; dv: Tensor; dg: Tensor; dy: Tensor;
-  dwraw: Tensor; daw: Tensor; dbw: Tensor; dk: Tensor; da: Tensor; dvraw: Tensor; dvg: Tensor;
+  dwraw: Tensor; daw: Tensor; dbw: Tensor; dk: Tensor; da: Tensor; dvraw: Tensor;
   dzv: Tensor; duv: Tensor; dsg: Tensor; dug: Tensor; dza: Tensor; dua: Tensor; dtw: Tensor; duw: Tensor;
   dxr: Tensor; dxw: Tensor; dxk: Tensor; dxv: Tensor; dxa: Tensor; dxg: Tensor; dxln1: Tensor;
-  /** LoRA scratch: dh [M, r] and the dropped-out input of the widest target. */
-  dh: Tensor; xdrop: Tensor; dxdrop: Tensor;
+  /** LoRA scratch: dh [M, r]; with LoRA dropout, the dropped-out input of the widest target and its gradient. */
+  dh: Tensor; xdrop: Tensor | undefined; dxdrop: Tensor | undefined;
+}
+
+/** What the model's GPU memory is for. */
+export type Rwkv7MemoryCategory = 'weights' | 'trainable' | 'activations' | 'wkvSaved' | 'backward' | 'logits';
+
+/**
+ * Bytes the model holds by category, counted as the buffer pool's size classes (what
+ * the GPU really holds). The optimizer's moments (AdamW: 2 × params) and the runtime's
+ * pooled kernel scratch are not the model's and not included.
+ */
+export interface Rwkv7Memory {
+  /** Frozen base weights: bf16 matrices, f32 vectors. */
+  weights: number;
+  /** Trainable parameters and their gradients; initial WKV states and theirs. */
+  trainable: number;
+  /** What the backward reads from the forward: block inputs, per-block activations (one block's with grad_cp), embedding, v_first, ln_out. */
+  activations: number;
+  /** The WKV7 forward's state checkpoints and sa, per block (one block's with grad_cp). */
+  wkvSaved: number;
+  /** The backward's gradient buffers, shared by all blocks (the forward's transient values live in them too). */
+  backward: number;
+  /** One head chunk: logits [headChunk, V] (dlogits in place) and its rows of ln_out / dx; the row losses. */
+  logits: number;
+  total: number;
 }
 
 export class Rwkv7Model {
@@ -85,9 +143,9 @@ export class Rwkv7Model {
   readonly B: number;
   readonly T: number;
   readonly M: number;
-  /** Logits [M, V] after forward(); overwritten by dlogits during the backward. */
-  readonly logits: Tensor;
-  /** Mean loss over valid labels, f32 [1], after forwardBackward() or loss(). */
+  /** Rows per chunk of the head and cross-entropy. */
+  readonly headChunk: number;
+  /** Mean loss over valid labels, f32 [1], after forwardBackward(). */
   readonly lossOut: Tensor;
   /** u32 [1]: the step's dropout seed, written by setBatch. */
   readonly seed: Tensor;
@@ -107,9 +165,17 @@ export class Rwkv7Model {
   private readonly xo: Tensor;
   private readonly sto: Tensor;
   private readonly dx: Tensor;
-  private readonly dxo: Tensor;
+  /** One chunk's logits [headChunk, V], then its dlogits in place. */
+  private readonly logitsChunk: Tensor;
+  /**
+   * One chunk's rows of ln_out [headChunk, C], then of dx. Chunk rows are copied in and
+   * out (a few MiB a chunk) rather than bound in place: a binding offset must be a
+   * multiple of 256 bytes, which row·C·4 need not be.
+   */
+  private readonly headRows: Tensor;
   private readonly arenas: Arena[];
   private readonly g: GradArena;
+  private readonly fwd: Transient;
   private readonly s0: (Tensor | undefined)[];
   /** ∂L/∂s0 per layer, when initial states are given. */
   private readonly ds0: (Tensor | undefined)[];
@@ -118,6 +184,7 @@ export class Rwkv7Model {
   private readonly dropSalt = new Map<string, number>();
   /** Every buffer this model allocated, returned to the pool by dispose(). */
   private readonly owned: Tensor[] = [];
+  private readonly held: Record<Rwkv7MemoryCategory, number> = { weights: 0, trainable: 0, activations: 0, wkvSaved: 0, backward: 0, logits: 0 };
 
   constructor(
     private readonly gpu: GpuRuntime,
@@ -139,32 +206,32 @@ export class Rwkv7Model {
     // Frozen weights.
     this.w = new GpuWeights(gpu);
     const get = (k: string): HostTensor => host.get(k)!;
-    this.w.uploadMatrix('emb.weight', get('emb.weight'));
-    this.w.uploadMatrix('head.weight', get('head.weight'));
-    for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) this.w.uploadVector(k, get(k));
+    const matrix = (k: string): void => void this.count('weights', this.w.uploadMatrix(k, get(k)));
+    const vector = (k: string): void => void this.count('weights', this.w.uploadVector(k, get(k)));
+    matrix('emb.weight');
+    matrix('head.weight');
+    for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) vector(k);
     for (let l = 0; l < d.nLayer; l++) {
       const p = `blocks.${l}.`;
-      for (const m of BIG_MATRICES) this.w.uploadMatrix(p + m, get(p + m));
-      for (const m of SMALL_MATRICES) if (l > 0 || m[0] !== 'v') this.w.uploadMatrix(`${p}att.${m}`, get(`${p}att.${m}`));
-      for (const v of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0', 'a0', 'k_k', 'k_a', 'r_k', 'ln_x.weight', 'ln_x.bias']) {
-        this.w.uploadVector(`${p}att.${v}`, get(`${p}att.${v}`));
-      }
-      if (l > 0) this.w.uploadVector(`${p}att.v0`, get(`${p}att.v0`));
-      for (const v of ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']) this.w.uploadVector(p + v, get(p + v));
-      this.w.uploadVector(`${p}ffn.x_k`, get(`${p}ffn.x_k`));
+      for (const m of BIG_MATRICES) matrix(p + m);
+      for (const m of SMALL_MATRICES) if (l > 0 || m[0] !== 'v') matrix(`${p}att.${m}`);
+      for (const v of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0', 'a0', 'k_k', 'k_a', 'r_k', 'ln_x.weight', 'ln_x.bias']) vector(`${p}att.${v}`);
+      if (l > 0) vector(`${p}att.v0`);
+      for (const v of ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']) vector(p + v);
+      vector(`${p}ffn.x_k`);
     }
 
     // Trainable parameters in one flat buffer.
     const specs = loraSpecs(d.nLayer, C, F, opts.lora);
     if (opts.trainLn) for (const name of lnNames(d.nLayer)) specs.push({ name, shape: [C] });
     this.layout = buildLayout(specs);
-    this.params = this.own(gpu.upload(
+    this.params = this.own('trainable', gpu.upload(
       initialValues(this.layout, opts.seed, (name) => hostToF32(get(name))),
       [this.layout.size],
       'f32',
       'params',
     ));
-    this.grads = this.alloc([this.layout.size], 'f32', 'grads');
+    this.grads = this.alloc('trainable', [this.layout.size], 'f32', 'grads');
     fill(gpu, this.grads, 0);
     for (const e of this.layout.entries) {
       this.trainable.set(e.name, view(this.params, e.offset, e.shape, e.name));
@@ -174,51 +241,67 @@ export class Rwkv7Model {
     for (const e of this.layout.entries) if (e.name.endsWith('.lora_A')) this.dropSalt.set(e.name, salt++);
 
     // Activations.
-    const f32 = (shape: number[], label: string): Tensor => this.alloc(shape, 'f32', label);
-    this.ids = this.alloc([M], 'u32', 'ids');
-    this.targets = this.alloc([M], 'i32', 'targets');
-    this.seed = this.alloc([1], 'u32', 'dropout seed');
-    this.rowLoss = f32([M], 'rowLoss');
-    this.nValid = this.alloc([1], 'u32', 'nValid');
-    this.lossOut = f32([1], 'loss');
-    this.xemb = f32([M, C], 'xemb');
-    this.st0 = f32([M, 2], 'ln0 stats');
-    this.xs = Array.from({ length: d.nLayer + 1 }, (_, l) => f32([M, C], `x${l}`));
-    this.vfirst = f32([M, C], 'v_first');
-    this.dvfirst = f32([M, C], 'd v_first');
-    this.xo = f32([M, C], 'ln_out');
-    this.sto = f32([M, 2], 'ln_out stats');
-    this.logits = f32([M, d.vocab], 'logits');
-    this.dx = f32([M, C], 'dx');
-    this.dxo = f32([M, C], 'dxo');
+    const act = (shape: number[], label: string): Tensor => this.alloc('activations', shape, 'f32', label);
+    this.ids = this.alloc('activations', [M], 'u32', 'ids');
+    this.targets = this.alloc('logits', [M], 'i32', 'targets');
+    this.seed = this.alloc('activations', [1], 'u32', 'dropout seed');
+    this.rowLoss = this.alloc('logits', [M], 'f32', 'rowLoss');
+    this.nValid = this.alloc('logits', [1], 'u32', 'nValid');
+    this.lossOut = this.alloc('logits', [1], 'f32', 'loss');
+    this.xemb = act([M, C], 'xemb');
+    this.st0 = act([M, 2], 'ln0 stats');
+    this.xs = Array.from({ length: d.nLayer + 1 }, (_, l) => act([M, C], `x${l}`));
+    this.vfirst = act([M, C], 'v_first');
+    this.xo = act([M, C], 'ln_out');
+    this.sto = act([M, 2], 'ln_out stats');
+    this.dvfirst = this.alloc('backward', [M, C], 'f32', 'd v_first');
+    this.dx = this.alloc('backward', [M, C], 'f32', 'dx');
+    this.headChunk = this.chooseHeadChunk(opts.headChunk);
+    this.logitsChunk = this.alloc('logits', [this.headChunk, d.vocab], 'f32', 'logits chunk');
+    this.headRows = this.alloc('logits', [this.headChunk, C], 'f32', 'head rows');
+    [this.g, this.fwd] = this.makeGradArena();
     const nArenas = opts.gradCp ? 1 : d.nLayer;
     this.arenas = Array.from({ length: nArenas }, (_, i) => this.makeArena(i));
-    this.g = this.makeGradArena();
     this.s0 = [];
     this.ds0 = [];
     for (let l = 0; l < d.nLayer; l++) {
       const s = opts.initialStates?.[l];
       const shape = [B, d.nHead, d.headSize, d.headSize];
-      this.s0.push(s ? this.own(gpu.upload(s, shape, 'f32', `s0.${l}`)) : undefined);
-      const ds = s ? f32(shape, `ds0.${l}`) : undefined;
+      this.s0.push(s ? this.own('trainable', gpu.upload(s, shape, 'f32', `s0.${l}`)) : undefined);
+      const ds = s ? this.alloc('trainable', shape, 'f32', `ds0.${l}`) : undefined;
       if (ds) fill(gpu, ds, 0);
       this.ds0.push(ds);
     }
   }
 
-  private own(t: Tensor): Tensor {
-    this.owned.push(t);
+  /** opts.headChunk, or the most rows whose f32 logits fit in HEAD_CHUNK_BYTES and in one binding; at most M. */
+  private chooseHeadChunk(want: number | undefined): number {
+    if (want !== undefined) {
+      if (!(Number.isInteger(want) && want >= 1)) throw new Error(`headChunk must be a positive integer, got ${want}`);
+      return Math.min(want, this.M);
+    }
+    const bytes = Math.min(HEAD_CHUNK_BYTES, this.gpu.limits.maxStorageBufferBindingSize);
+    return Math.max(1, Math.min(this.M, Math.floor(bytes / (4 * this.dims.vocab))));
+  }
+
+  private count(category: Rwkv7MemoryCategory, t: Tensor): Tensor {
+    this.held[category] += sizeClass(t.byteLength);
     return t;
   }
 
-  private alloc(shape: readonly number[], dtype: DType, label: string): Tensor {
-    return this.own(this.gpu.tensor(shape, dtype, label));
+  private own(category: Rwkv7MemoryCategory, t: Tensor): Tensor {
+    this.owned.push(t);
+    return this.count(category, t);
   }
 
-  private ownSaved(s: Wkv7Saved): Wkv7Saved {
-    this.own(s.states);
-    this.own(s.sa);
-    return s;
+  private alloc(category: Rwkv7MemoryCategory, shape: readonly number[], dtype: DType, label: string): Tensor {
+    return this.own(category, this.gpu.tensor(shape, dtype, label));
+  }
+
+  /** GPU memory the model holds, by category. */
+  memory(): Rwkv7Memory {
+    const h = this.held;
+    return { ...h, total: h.weights + h.trainable + h.activations + h.wkvSaved + h.backward + h.logits };
   }
 
   /** Returns every buffer of this model to the pool (the model is unusable afterwards). */
@@ -229,42 +312,67 @@ export class Rwkv7Model {
   }
 
   private makeArena(i: number): Arena {
-    const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG, nHead: H, headSize: N } = this.dims;
+    const { nEmbd: C, ffnHidden: F, dW, dG, nHead: H, headSize: N } = this.dims;
     const M = this.M;
-    const t = (shape: number[], name: string): Tensor => this.alloc(shape, 'f32', `a${i}.${name}`);
+    const t = (shape: number[], name: string): Tensor => this.alloc('activations', shape, 'f32', `a${i}.${name}`);
     const mc = (name: string): Tensor => t([M, C], name);
     const h = new Map<Rwkv7LoraTarget, Tensor>();
     for (const target of this.opts.lora.targets) h.set(target, t([M, this.opts.lora.r], `h.${target}`));
+    const saved = allocWkv7Saved(this.gpu, { B: this.B, T: this.T, H, N }, `a${i}.wkv`);
+    this.own('wkvSaved', saved.states);
+    this.own('wkvSaved', saved.sa);
     return {
-      xln1: mc('xln1'), st1: t([M, 2], 'st1'),
-      xr: mc('xr'), xw: mc('xw'), xk: mc('xk'), xv: mc('xv'), xa: mc('xa'), xg: mc('xg'),
+      st1: t([M, 2], 'st1'),
+      xr: mc('xr'), xk: mc('xk'), xv: mc('xv'),
       r: mc('r'), k: mc('k'), v: mc('v'),
-      uw: t([M, dW], 'uw'), tw: t([M, dW], 'tw'), wraw: mc('wraw'),
-      ua: t([M, dA], 'ua'), za: mc('za'), a: mc('a'),
-      uv: t([M, Math.max(dV, 1)], 'uv'), zv: mc('zv'), vmix: mc('vmix'),
-      ug: t([M, dG], 'ug'), sg: t([M, dG], 'sg'), g: mc('g'),
+      uw: t([M, dW], 'uw'), wraw: mc('wraw'),
+      a: mc('a'),
+      zv: i > 0 || this.opts.gradCp ? mc('zv') : undefined, vmix: mc('vmix'),
+      ug: t([M, dG], 'ug'), g: mc('g'),
       kk: mc('kk'), kt: mc('kt'), aw: mc('aw'), bw: mc('bw'),
-      y: mc('y'), saved: this.ownSaved(allocWkv7Saved(this.gpu, { B: this.B, T: this.T, H, N }, `a${i}.wkv`)),
+      y: mc('y'), saved,
       gn: mc('gn'), stx: t([M * H, 2], 'stx'), opre: mc('opre'),
-      xmid: mc('xmid'), xln2: mc('xln2'), st2: t([M, 2], 'st2'), xk2: mc('xk2'), hk: t([M, F], 'hk'), hr: t([M, F], 'hr'),
+      xmid: mc('xmid'), st2: t([M, 2], 'st2'), xk2: mc('xk2'), hk: t([M, F], 'hk'),
       h,
     };
   }
 
-  private makeGradArena(): GradArena {
+  /** The gradient arena, and the forward's transient values in its buffers. */
+  private makeGradArena(): [GradArena, Transient] {
     const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG } = this.dims;
     const M = this.M;
-    const t = (shape: number[], name: string): Tensor => this.alloc(shape, 'f32', `g.${name}`);
-    const mc = (name: string): Tensor => t([M, C], name);
-    return {
-      dhr: t([M, F], 'dhr'), dhk: t([M, F], 'dhk'), dxk2: mc('dxk2'), dxln2: mc('dxln2'),
-      dopre: mc('dopre'), dgn: mc('dgn'), dr: mc('dr'), dkt: mc('dkt'), dv: mc('dv'), dg: mc('dg'), dy: mc('dy'),
-      dwraw: mc('dwraw'), daw: mc('daw'), dbw: mc('dbw'), dk: mc('dk'), da: mc('da'), dvraw: mc('dvraw'), dvg: mc('dvg'),
-      dzv: mc('dzv'), duv: t([M, Math.max(dV, 1)], 'duv'), dsg: t([M, dG], 'dsg'), dug: t([M, dG], 'dug'),
-      dza: mc('dza'), dua: t([M, dA], 'dua'), dtw: t([M, dW], 'dtw'), duw: t([M, dW], 'duw'),
-      dxr: mc('dxr'), dxw: mc('dxw'), dxk: mc('dxk'), dxv: mc('dxv'), dxa: mc('dxa'), dxg: mc('dxg'), dxln1: mc('dxln1'),
-      dh: t([M, this.opts.lora.r], 'dh'), xdrop: t([M, Math.max(C, F)], 'xdrop'), dxdrop: t([M, Math.max(C, F)], 'dxdrop'),
+    const t = (shape: number[], name: string): Tensor => this.alloc('backward', shape, 'f32', `g.${name}`);
+    // Eleven [M, C] buffers hold every C-wide gradient. In blockBackward's order a name
+    // takes a buffer only once the buffer's previous value has been read for the last time,
+    // and never one the same kernel reads (name (buffer)):
+    //   head: dxo (0); channel mix: dxk2 (0) → dxln2 (1);
+    //   bonus/gate: dopre (0) → dgn (1) dr (2) dkt (3) dv (4) dg (5); ln_x: dgn → dy (0);
+    //   WKV: dy → dxr (1) dwraw (6) dxk (7) dxv (8) daw (9) dbw (10); then dr += dxr, dkt += dxk, dv += dxv;
+    //   key prep: dkt daw dbw → dk (0) da (1); value residual: dv → dvraw (3) dzv (9) → duv → dxv (8);
+    //   gate: dg → dsg → dug → dxg (4); a: da → dza (5) → dua → dxa (10); w: dwraw → dtw → duw → dxw (5);
+    //   r, k, v: dr → dxr (1), dk → dxk (7), dvraw → dxv (8); token shift: → dxln1 (6).
+    // Eleven is the most live at once: dy, the WKV's six outputs, and dr, dkt, dv, dg.
+    const s = Array.from({ length: 11 }, (_, i) => t([M, C], `c${i}`));
+    const dropWidth = this.opts.lora.dropout > 0 ? Math.max(C, F) : 0;
+    const g: GradArena = {
+      dxo: s[0],
+      dhr: t([M, F], 'dhr'), dhk: t([M, F], 'dhk'), dxk2: s[0], dxln2: s[1],
+      dopre: s[0], dgn: s[1], dr: s[2], dkt: s[3], dv: s[4], dg: s[5], dy: s[0],
+      dxr: s[1], dwraw: s[6], dxk: s[7], dxv: s[8], daw: s[9], dbw: s[10],
+      dk: s[0], da: s[1], dvraw: s[3], dzv: s[9], dxg: s[4], dza: s[5], dxa: s[10], dxw: s[5], dxln1: s[6],
+      duv: t([M, Math.max(dV, 1)], 'duv'), dsg: t([M, dG], 'dsg'), dug: t([M, dG], 'dug'),
+      dua: t([M, dA], 'dua'), dtw: t([M, dW], 'dtw'), duw: t([M, dW], 'duw'),
+      dh: t([M, this.opts.lora.r], 'dh'),
+      xdrop: dropWidth ? t([M, dropWidth], 'xdrop') : undefined,
+      dxdrop: dropWidth ? t([M, dropWidth], 'dxdrop') : undefined,
     };
+    // Several are live at once within a block's forward, so each has a buffer of its own;
+    // none is xdrop, which the forward's LoRA dropout uses.
+    const fwd: Transient = {
+      xln1: s[0], xw: s[1], xa: s[2], xg: s[3], za: s[4], xln2: s[5],
+      tw: g.dtw, ua: g.dua, uv: g.duv, sg: g.dsg, hr: g.dhk,
+    };
+    return [g, fwd];
   }
 
   // ---- inputs ----
@@ -290,7 +398,10 @@ export class Rwkv7Model {
 
   // ---- forward ----
 
-  /** Records the forward pass: logits for the current batch. */
+  /**
+   * Records the forward pass up to the final LayerNorm. The logits are not kept: the
+   * loss computes them chunk by chunk, and headLogits / readLogits give them on request.
+   */
   forward(): void {
     const d = this.dims;
     const gpu = this.gpu;
@@ -298,7 +409,44 @@ export class Rwkv7Model {
     groupNorm(gpu, this.xemb, this.lnWeight('blocks.0.ln0.weight'), this.lnWeight('blocks.0.ln0.bias'), this.xs[0], { groupSize: d.nEmbd, eps: LN_EPS, stats: this.st0 });
     for (let l = 0; l < d.nLayer; l++) this.blockForward(l, this.arena(l));
     groupNorm(gpu, this.xs[d.nLayer], this.lnWeight('ln_out.weight'), this.lnWeight('ln_out.bias'), this.xo, { groupSize: d.nEmbd, eps: LN_EPS, stats: this.sto });
-    matmulBf16(gpu, this.xo, this.w.get('head.weight'), this.logits, { transW: true });
+  }
+
+  /**
+   * Records the logits of batch rows firstRow .. firstRow + rows − 1 (rows ≤ headChunk)
+   * from the last forward() and returns them, [rows, V]. The tensor is the model's chunk
+   * buffer: valid until the next headLogits, readLogits or forwardBackward.
+   */
+  headLogits(firstRow: number, rows: number): Tensor {
+    if (!(Number.isInteger(firstRow) && Number.isInteger(rows) && firstRow >= 0 && rows >= 1 && rows <= this.headChunk && firstRow + rows <= this.M)) {
+      throw new Error(`headLogits: rows ${firstRow}..${firstRow + rows - 1} must lie in 0..${this.M - 1}, at most headChunk = ${this.headChunk} of them`);
+    }
+    return this.recordHead(firstRow, rows);
+  }
+
+  /**
+   * The logits of batch rows firstRow .. firstRow + rows − 1 from the last forward(), read
+   * back chunk by chunk into one host array [rows, V] (tests, reference checks, scoring).
+   */
+  async readLogits(firstRow = 0, rows = this.M - firstRow): Promise<Float32Array> {
+    const V = this.dims.vocab;
+    if (!(Number.isInteger(firstRow) && Number.isInteger(rows) && firstRow >= 0 && rows >= 1 && firstRow + rows <= this.M)) {
+      throw new Error(`readLogits: rows ${firstRow}..${firstRow + rows - 1} must lie in 0..${this.M - 1}`);
+    }
+    const out = new Float32Array(rows * V);
+    for (let r = 0; r < rows; r += this.headChunk) {
+      out.set(await this.gpu.readF32(this.recordHead(firstRow + r, Math.min(this.headChunk, rows - r))), r * V);
+    }
+    return out;
+  }
+
+  /** logits rows [first, first + n) = ln_out rows · W_headᵀ into the chunk buffer (n ≤ headChunk), through headRows. */
+  private recordHead(first: number, n: number): Tensor {
+    const C = this.dims.nEmbd;
+    const x = view(this.headRows, 0, [n, C], 'head rows');
+    const logits = view(this.logitsChunk, 0, [n, this.dims.vocab], 'logits chunk');
+    this.gpu.copy(this.xo, x, 4 * n * C, 4 * first * C, 0);
+    matmulBf16(this.gpu, x, this.w.get('head.weight'), logits, { transW: true });
+    return logits;
   }
 
   /** Records forward, loss and backward; gradients are added into `grads`. */
@@ -335,7 +483,7 @@ export class Rwkv7Model {
   private dropped(l: number, target: string, x: Tensor): Tensor {
     const p = this.opts.lora.dropout;
     if (p === 0) return x;
-    const out = view(this.g.xdrop, 0, x.shape, 'xdrop');
+    const out = view(this.g.xdrop!, 0, x.shape, 'xdrop');
     dropout(this.gpu, x, out, this.seed, p, this.dropSalt.get(`blocks.${l}.${target}.lora_A`)!);
     return out;
   }
@@ -348,31 +496,32 @@ export class Rwkv7Model {
     const hOf = (t: Rwkv7LoraTarget): Tensor | undefined => a.h.get(t);
     const bt = { B: this.B, T: this.T };
     const x = this.xs[l];
+    const f = this.fwd;
 
     // Time mix.
-    groupNorm(gpu, x, this.lnWeight(`blocks.${l}.ln1.weight`), this.lnWeight(`blocks.${l}.ln1.bias`), a.xln1, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st1 });
-    ops.tokenShiftLerp(gpu, a.xln1, [W(p + 'x_r'), W(p + 'x_w'), W(p + 'x_k'), W(p + 'x_v'), W(p + 'x_a'), W(p + 'x_g')], [a.xr, a.xw, a.xk, a.xv, a.xa, a.xg], bt);
+    groupNorm(gpu, x, this.lnWeight(`blocks.${l}.ln1.weight`), this.lnWeight(`blocks.${l}.ln1.bias`), f.xln1, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st1 });
+    ops.tokenShiftLerp(gpu, f.xln1, [W(p + 'x_r'), W(p + 'x_w'), W(p + 'x_k'), W(p + 'x_v'), W(p + 'x_a'), W(p + 'x_g')], [a.xr, f.xw, a.xk, a.xv, f.xa, f.xg], bt);
     this.linear(l, 'att.receptance', a.xr, a.r, hOf('att.receptance'), false);
     this.linear(l, 'att.key', a.xk, a.k, hOf('att.key'), false);
     this.linear(l, 'att.value', a.xv, a.v, hOf('att.value'), false);
-    matmulBf16(gpu, a.xw, W(p + 'w1'), a.uw, { transW: false });
-    activation(gpu, 'tanh', a.uw, a.tw);
-    matmulBf16(gpu, a.tw, W(p + 'w2'), a.wraw, { transW: false });
+    matmulBf16(gpu, f.xw, W(p + 'w1'), a.uw, { transW: false });
+    activation(gpu, 'tanh', a.uw, f.tw);
+    matmulBf16(gpu, f.tw, W(p + 'w2'), a.wraw, { transW: false });
     ops.addBias(gpu, a.wraw, W(p + 'w0'));
-    matmulBf16(gpu, a.xa, W(p + 'a1'), a.ua, { transW: false });
-    matmulBf16(gpu, a.ua, W(p + 'a2'), a.za, { transW: false });
-    ops.sigmoidBias(gpu, a.za, W(p + 'a0'), a.a);
+    matmulBf16(gpu, f.xa, W(p + 'a1'), f.ua, { transW: false });
+    matmulBf16(gpu, f.ua, W(p + 'a2'), f.za, { transW: false });
+    ops.sigmoidBias(gpu, f.za, W(p + 'a0'), a.a);
     if (l === 0) {
       gpu.copy(a.v, this.vfirst);
       gpu.copy(a.v, a.vmix);
     } else {
-      matmulBf16(gpu, a.xv, W(p + 'v1'), a.uv, { transW: false });
-      matmulBf16(gpu, a.uv, W(p + 'v2'), a.zv, { transW: false });
-      ops.valueResidual(gpu, a.v, this.vfirst, a.zv, W(p + 'v0'), a.vmix);
+      matmulBf16(gpu, a.xv, W(p + 'v1'), f.uv, { transW: false });
+      matmulBf16(gpu, f.uv, W(p + 'v2'), a.zv!, { transW: false });
+      ops.valueResidual(gpu, a.v, this.vfirst, a.zv!, W(p + 'v0'), a.vmix);
     }
-    matmulBf16(gpu, a.xg, W(p + 'g1'), a.ug, { transW: false });
-    activation(gpu, 'sigmoid', a.ug, a.sg);
-    matmulBf16(gpu, a.sg, W(p + 'g2'), a.g, { transW: false });
+    matmulBf16(gpu, f.xg, W(p + 'g1'), a.ug, { transW: false });
+    activation(gpu, 'sigmoid', a.ug, f.sg);
+    matmulBf16(gpu, f.sg, W(p + 'g2'), a.g, { transW: false });
     ops.keyPrep(gpu, a.k, a.a, W(p + 'k_k'), W(p + 'k_a'), { kk: a.kk, kt: a.kt, aw: a.aw, bw: a.bw }, { headSize: d.headSize });
     wkv7Forward(gpu, { B: this.B, T: this.T, H: d.nHead, N: d.headSize, r: a.r, w: a.wraw, k: a.kt, v: a.vmix, a: a.aw, b: a.bw, s0: this.s0[l], y: a.y, saved: a.saved });
     groupNorm(gpu, a.y, this.lnWeight(p + 'ln_x.weight'), this.lnWeight(p + 'ln_x.bias'), a.gn, { groupSize: d.headSize, eps: GN_EPS, stats: a.stx });
@@ -381,13 +530,13 @@ export class Rwkv7Model {
     this.linear(l, 'att.output', a.opre, a.xmid, hOf('att.output'), true);
 
     // Channel mix.
-    const f = `blocks.${l}.`;
-    groupNorm(gpu, a.xmid, this.lnWeight(f + 'ln2.weight'), this.lnWeight(f + 'ln2.bias'), a.xln2, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st2 });
-    ops.tokenShiftLerp(gpu, a.xln2, [W(f + 'ffn.x_k')], [a.xk2], bt);
+    const b = `blocks.${l}.`;
+    groupNorm(gpu, a.xmid, this.lnWeight(b + 'ln2.weight'), this.lnWeight(b + 'ln2.bias'), f.xln2, { groupSize: d.nEmbd, eps: LN_EPS, stats: a.st2 });
+    ops.tokenShiftLerp(gpu, f.xln2, [W(b + 'ffn.x_k')], [a.xk2], bt);
     this.linear(l, 'ffn.key', a.xk2, a.hk, hOf('ffn.key'), false);
-    activation(gpu, 'reluSq', a.hk, a.hr);
+    activation(gpu, 'reluSq', a.hk, f.hr);
     gpu.copy(a.xmid, this.xs[l + 1]);
-    this.linear(l, 'ffn.value', a.hr, this.xs[l + 1], hOf('ffn.value'), true);
+    this.linear(l, 'ffn.value', f.hr, this.xs[l + 1], hOf('ffn.value'), true);
   }
 
   // ---- loss and backward ----
@@ -395,22 +544,34 @@ export class Rwkv7Model {
   private lossAndBackward(gradScale: number): void {
     const gpu = this.gpu;
     const d = this.dims;
-    crossEntropy(gpu, this.logits, this.targets, this.logits, this.rowLoss, {
-      l2wrap: this.opts.l2wrap ?? true,
-      gradScale,
-      l2wrapTokens: this.M,
-      nValid: this.nValid,
-    });
+    const C = d.nEmbd;
+    // The mean divides by the whole batch's valid count, so it is taken before any chunk.
+    countValidTargets(gpu, this.targets, d.vocab, this.nValid);
+    for (let first = 0; first < this.M; first += this.headChunk) {
+      const n = Math.min(this.headChunk, this.M - first);
+      const logits = this.recordHead(first, n);
+      crossEntropy(gpu, logits, this.targets, logits, this.rowLoss, {
+        l2wrap: this.opts.l2wrap ?? true,
+        gradScale,
+        l2wrapTokens: this.M,
+        nValid: this.nValid,
+        firstRow: first,
+      });
+      // dx rows = dlogits · W_head, through headRows (its ln_out rows are no longer needed).
+      const dxRows = view(this.headRows, 0, [n, C], 'head dx rows');
+      matmulBf16(gpu, logits, this.w.get('head.weight'), dxRows, { transW: false });
+      gpu.copy(dxRows, this.g.dxo, 4 * n * C, 0, 4 * first * C);
+    }
     meanLoss(gpu, this.rowLoss, this.nValid, this.lossOut);
-    matmulBf16(gpu, this.logits, this.w.get('head.weight'), this.dxo, { transW: false });
-    this.normBackward(this.dxo, this.xs[d.nLayer], 'ln_out', this.sto, this.dx, d.nEmbd, false);
+    this.normBackward(this.g.dxo, this.xs[d.nLayer], 'ln_out', this.sto, this.dx, d.nEmbd, false);
     fill(gpu, this.dvfirst, 0);
     for (let l = d.nLayer - 1; l >= 0; l--) {
       if (this.opts.gradCp) this.blockForward(l, this.arenas[0]);
       this.blockBackward(l, this.arena(l));
     }
     if (this.trainable.has('blocks.0.ln0.weight')) {
-      this.normBackward(this.dx, this.xemb, 'blocks.0.ln0', this.st0, this.dxo, d.nEmbd, false);
+      // Only ln0's parameter gradients count; its dx (into the free dxo buffer) is discarded.
+      this.normBackward(this.dx, this.xemb, 'blocks.0.ln0', this.st0, this.g.dxo, d.nEmbd, false);
     }
   }
 
@@ -444,7 +605,7 @@ export class Rwkv7Model {
     if (p === 0) {
       matmulF32(gpu, dh, A, dx, { accumulate: true });
     } else {
-      const dxd = view(this.g.dxdrop, 0, x.shape, 'dxdrop');
+      const dxd = view(this.g.dxdrop!, 0, x.shape, 'dxdrop');
       matmulF32(gpu, dh, A, dxd);
       dropout(gpu, dxd, dx, this.seed, p, this.dropSalt.get(`${name}.lora_A`)!, { accumulate: true });
     }
@@ -461,8 +622,13 @@ export class Rwkv7Model {
     const bt = { B: this.B, T: this.T };
     const dx = this.dx;
 
-    // Channel mix: x_{l+1} = xmid + ffn(xmid).
-    this.linearBackward(l, 'ffn.value', dx, a.hr, hOf('ffn.value'), g.dhr, false);
+    // Channel mix: x_{l+1} = xmid + ffn(xmid). The ffn.value LoRA needs its input relu²(hk)
+    // again: recomputed by the same kernel (so the same values) into the transient hr,
+    // whose buffer (dhk) is written only after.
+    const hr = this.fwd.hr;
+    const hValue = hOf('ffn.value');
+    if (hValue) activation(gpu, 'reluSq', a.hk, hr);
+    this.linearBackward(l, 'ffn.value', dx, hr, hValue, g.dhr, false);
     activationBackward(gpu, 'reluSq', a.hk, g.dhr, g.dhk);
     this.linearBackward(l, 'ffn.key', g.dhk, a.xk2, hOf('ffn.key'), g.dxk2, false);
     ops.tokenShiftLerpBackward(gpu, [g.dxk2], [W(`blocks.${l}.ffn.x_k`)], g.dxln2, bt);
@@ -486,7 +652,7 @@ export class Rwkv7Model {
       axpby(gpu, this.dvfirst, g.dv, 1, 1); // v_first = v of layer 0
       gpu.copy(g.dv, g.dvraw);
     } else {
-      ops.valueResidualBackward(gpu, g.dv, a.v, this.vfirst, a.zv, W(p + 'v0'), { dv: g.dvraw, dvfirst: this.dvfirst, dz: g.dzv });
+      ops.valueResidualBackward(gpu, g.dv, a.v, this.vfirst, a.zv!, W(p + 'v0'), { dv: g.dvraw, dvfirst: this.dvfirst, dz: g.dzv });
       matmulBf16(gpu, g.dzv, W(p + 'v2'), g.duv, { transW: true });
       matmulBf16(gpu, g.duv, W(p + 'v1'), g.dxv, { transW: true });
     }

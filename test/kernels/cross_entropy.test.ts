@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { crossEntropy, L2WRAP_FACTOR, meanLoss } from '../../src/kernels/cross_entropy.js';
+import { countValidTargets, crossEntropy, L2WRAP_FACTOR, meanLoss } from '../../src/kernels/cross_entropy.js';
 import { expectClose, f32, finiteDiff, freshRng, getGpu, poison, type Rng } from '../helpers.js';
 
 const IGNORE = -100;
@@ -112,6 +112,7 @@ describe('crossEntropy', () => {
         const mean = gpu.tensor([1], 'f32', 'mean');
         poison(gpu, rowLoss, nValid, mean, ...(inPlace ? [] : [dlogits]));
 
+        countValidTargets(gpu, targets, V, nValid);
         crossEntropy(gpu, logits, targets, dlogits, rowLoss, { l2wrap, gradScale, l2wrapTokens: tokens, nValid });
         meanLoss(gpu, rowLoss, nValid, mean);
 
@@ -138,6 +139,7 @@ describe('crossEntropy', () => {
     const rowLoss = gpu.tensor([M], 'f32', 'rowLoss');
     const nValid = gpu.tensor([1], 'u32', 'nValid');
     poison(gpu, rowLoss, nValid);
+    countValidTargets(gpu, targets, V, nValid);
     crossEntropy(gpu, logits, targets, logits, rowLoss, { l2wrap: false, nValid });
     const loss = await gpu.readF32(rowLoss);
     const grad = await gpu.readF32(logits);
@@ -161,6 +163,7 @@ describe('crossEntropy', () => {
     const nValid = gpu.tensor([1], 'u32', 'nValid');
     const mean = gpu.tensor([1], 'f32', 'mean');
     poison(gpu, rowLoss, nValid, mean);
+    countValidTargets(gpu, targets, V, nValid);
     crossEntropy(gpu, logits, targets, logits, rowLoss, { l2wrap: true, nValid });
     meanLoss(gpu, rowLoss, nValid, mean);
     expect((await gpu.readU32(nValid))[0]).toBe(0);
@@ -185,6 +188,48 @@ describe('crossEntropy', () => {
     expect(() => crossEntropy(gpu, badLogits, targets, badLogits, rowLoss, opts)).toThrow(/flatLogits must be f32 \[M, V\]/);
     expect(() => crossEntropy(gpu, logits, targets, logits, rowLoss, { ...opts, gradScale: 0 })).toThrow(/gradScale must be a positive/);
     expect(() => meanLoss(gpu, rowLoss, rowLoss, rowLoss)).toThrow(/rowLoss must be u32 \[1\]/);
-    for (const t of [logits, targets, rowLoss, nValid, badTargets, shortLoss, badLogits]) gpu.free(t);
+    expect(() => countValidTargets(gpu, badTargets, 10, nValid)).toThrow(/tgtU32 must be i32 \[M\]/);
+    // A chunk's rows must lie inside the batch's targets and row losses, which must agree.
+    const chunk = gpu.tensor([3, 10], 'f32', 'chunk');
+    expect(() => crossEntropy(gpu, chunk, targets, chunk, rowLoss, { ...opts, firstRow: 2 })).toThrow(/rows 2\.\.4 of chunk lie outside the 4 rows of targets/);
+    expect(() => crossEntropy(gpu, chunk, targets, chunk, shortLoss, { ...opts, firstRow: 0 })).toThrow(/lossShort must be f32 \[4\]/);
+    expect(() => crossEntropy(gpu, chunk, targets, chunk, rowLoss, opts)).toThrow(/targets must be i32 \[3\]/);
+    for (const t of [logits, targets, rowLoss, nValid, badTargets, shortLoss, badLogits, chunk]) gpu.free(t);
   });
+
+  // A model never holds [B·T, V] whole: chunks of rows must give exactly the batch's loss
+  // and gradient, with the mean over the batch's valid count and L2Wrap over its B·T.
+  for (const l2wrap of [false, true]) {
+    it(`chunks of rows with firstRow match the float64 reference of the whole batch (l2wrap=${l2wrap})`, async () => {
+      const gpu = await getGpu();
+      const rng = freshRng();
+      const [M, V, gradScale] = [23, 300, 0.5];
+      const x = randomLogits(rng, M * V);
+      const tgt = randomTargets(rng, M, V, true);
+      // One whole chunk (rows 10..14) ignored: it must still get L2Wrap and zero CE gradient.
+      for (let r = 10; r < 15; r++) tgt[r] = IGNORE;
+      const ref = refCrossEntropy(x, tgt, M, V, l2wrap, gradScale, M);
+      const targets = gpu.upload(tgt, [M], 'i32', 'targets');
+      const rowLoss = gpu.tensor([M], 'f32', 'rowLoss');
+      const nValid = gpu.tensor([1], 'u32', 'nValid');
+      const mean = gpu.tensor([1], 'f32', 'mean');
+      poison(gpu, rowLoss, nValid, mean);
+      countValidTargets(gpu, targets, V, nValid);
+      const dlogits = new Float32Array(M * V);
+      const chunk = 5; // 23 = 4·5 + 3: a partial last chunk
+      for (let first = 0; first < M; first += chunk) {
+        const n = Math.min(chunk, M - first);
+        const logits = gpu.upload(f32(x.subarray(first * V, (first + n) * V)), [n, V], 'f32', `logits ${first}`);
+        crossEntropy(gpu, logits, targets, logits, rowLoss, { l2wrap, gradScale, l2wrapTokens: M, nValid, firstRow: first });
+        dlogits.set(await gpu.readF32(logits), first * V);
+        gpu.free(logits);
+      }
+      meanLoss(gpu, rowLoss, nValid, mean);
+      expect((await gpu.readU32(nValid))[0]).toBe(ref.nValid);
+      expectClose('rowLoss', await gpu.readF32(rowLoss), ref.rowLoss, LOSS_BOUND, rng);
+      expectClose('dlogits', dlogits, ref.dlogits, GRAD_BOUND, rng);
+      expectClose('meanLoss', await gpu.readF32(mean), [ref.mean], LOSS_BOUND, rng);
+      for (const t of [targets, rowLoss, nValid, mean]) gpu.free(t);
+    });
+  }
 });

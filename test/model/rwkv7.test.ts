@@ -31,6 +31,7 @@ interface Case {
   gradCp?: boolean;
   states?: boolean;
   l2wrap?: boolean;
+  headChunk?: number;
 }
 
 const SMALL: TinyX070Config = { nLayer: 2, C: 64, headSize: 64, vocab: 96, dW: 16, dA: 16, dV: 8, dG: 24 };
@@ -66,13 +67,14 @@ async function runCase(c: Case, rng: Rng) {
     trainLn: c.trainLn,
     gradCp: c.gradCp,
     l2wrap: c.l2wrap ?? true,
+    headChunk: c.headChunk,
     seed: 1,
     initialStates: states?.map((s) => Float32Array.from(s)),
   });
   for (const [name, t] of lora.tensors) model.writeParam(name, Float32Array.from(t.data));
   model.setBatch(ids, labels);
   model.forward();
-  const logits = await gpu.readF32(model.logits);
+  const logits = await model.readLogits();
   model.forwardBackward();
   const loss = await model.readLoss();
   return { gpu, model, ref, refGrads, logits, loss };
@@ -81,9 +83,10 @@ async function runCase(c: Case, rng: Rng) {
 describe('RWKV-7 model on the GPU vs the float64 reference', () => {
   const cases: [string, Case][] = [
     ['T=1 B=1', { cfg: SMALL, B: 1, T: 1 }],
-    ['T=15 B=3', { cfg: SMALL, B: 3, T: 15 }],
+    ['T=15 B=3, head chunks of 16 rows (45 = 16 + 16 + 13)', { cfg: SMALL, B: 3, T: 15, headChunk: 16 }],
     ['T=16 B=1', { cfg: SMALL, B: 1, T: 16 }],
     ['T=33 B=3 with LN training', { cfg: SMALL, B: 3, T: 33, trainLn: true }],
+    ['T=33 B=3 with LN training, grad_cp, head chunks of 7 rows, no L2Wrap', { cfg: SMALL, B: 3, T: 33, trainLn: true, gradCp: true, headChunk: 7, l2wrap: false }],
     ['C=128 head 64 vocab 256, T=64 B=1', { cfg: ISSUE, B: 1, T: 64 }],
     ['C=128 head 64, T=33 B=3, nonzero initial states', { cfg: ISSUE, B: 3, T: 33, states: true }],
   ];
