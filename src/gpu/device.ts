@@ -50,10 +50,10 @@ export const REQUESTED_LIMITS = [
   'maxComputeWorkgroupsPerDimension',
 ] as const;
 
-// The instance must outlive every device; Node keeps running while it is referenced,
-// so it is created once and released by GpuRuntime.destroy() of the last user.
-let instance: GPU | undefined;
-let users = 0;
+// Instances live as long as the process, one per set of flags: Dawn's event pump can
+// still run for an instance after its last device is destroyed, and on a released
+// (garbage-collected) instance it crashes the process at exit.
+const instances = new Map<string, GPU>();
 
 function instanceFlags(opts: GpuOptions): string[] {
   const features = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'use_vulkan_memory_model'];
@@ -64,14 +64,15 @@ function instanceFlags(opts: GpuOptions): string[] {
 }
 
 export async function acquireGpu(opts: GpuOptions = {}): Promise<GpuRuntime> {
-  instance ??= create(instanceFlags(opts));
+  const flags = instanceFlags(opts);
+  let instance = instances.get(flags.join(' '));
+  if (!instance) instances.set(flags.join(' '), (instance = create(flags)));
   const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new NoAdapterError('requestAdapter returned null');
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
   for (const k of REQUESTED_LIMITS) requiredLimits[k] = adapter.limits[k];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'rwkv-lora-gpu' });
-  users++;
   return new GpuRuntime(adapter, device, opts);
 }
 
@@ -338,7 +339,6 @@ export class GpuRuntime {
     if (this.destroyed) return;
     this.destroyed = true;
     this.device.destroy();
-    if (--users === 0) instance = undefined;
   }
 
   private encoderNow(): GPUCommandEncoder {
