@@ -107,3 +107,14 @@ export function kernelTable(results: readonly TrainResult[]): string {
   for (const r of results) for (const k of r.topKernels ?? []) rows.push([`${r.layout} B=${r.B} cp=${r.gradCp ? 'on' : 'off'}`, k.kernel, f2(k.msPerStep)]);
   return table(['configuration', 'kernel', 'GPU ms/step'], rows);
 }
+
+/** What each configuration's model held, by category, next to AdamW's moments. */
+export function memoryTable(results: readonly TrainResult[]): string {
+  const rows = results
+    .filter((r) => r.modelMemory)
+    .map((r) => {
+      const m = r.modelMemory!;
+      return [r.layout, r.B, r.T, r.gradCp ? 'on' : 'off', gib(m.weights), gib(m.trainable), gib(r.optimizerBytes), gib(m.activations), gib(m.wkvSaved), gib(m.backward), gib(m.logits), gib(m.total + (r.optimizerBytes ?? 0)), gib(r.poolPeakBytes)];
+    });
+  return table(['layout', 'micro_bsz', 'ctx_len', 'grad_cp', 'weights', 'LoRA params+grads', 'AdamW m+v', 'activations', 'WKV saved', 'backward', 'logits chunk', 'model+optimizer GiB', 'pool peak GiB'], rows);
+}

@@ -16,9 +16,9 @@ import { gpuCard } from './gpu_memory.js';
 import { layoutDims, shapeKey, stepMatmuls, type MatmulShape } from './layouts.js';
 import { benchMatmuls, benchTilings, type MatmulResult, type TilingResult } from './matmul_bench.js';
 import { tiledRandomWeights } from './random.js';
-import { floorOf, kernelTable, matmulTable, tilingTable, trainTable, wkvTable, type TorchResults } from './report.js';
+import { floorOf, kernelTable, matmulTable, memoryTable, tilingTable, trainTable, wkvTable, type TorchResults } from './report.js';
 import { benchTrain, type TrainResult } from './train_bench.js';
-import { benchWkv, type WkvResult } from './wkv_bench.js';
+import { benchWkv, parseWkvPlan, type WkvResult } from './wkv_bench.js';
 
 const USAGE = `usage: npm run bench -- [options]
   --parts LIST       matmul,wkv,train,torch (default all)
@@ -26,6 +26,8 @@ const USAGE = `usage: npm run bench -- [options]
   --tokens LIST      M = micro_bsz·ctx_len of the matmul shapes (default 1024,8192)
   --bsz LIST         training micro_bsz (default 1,8)
   --ctx N            training ctx_len (default 1024)
+  --wkv-bsz LIST     WKV7 batch sizes B (default 8; T = 1024)
+  --wkv-plans LIST   WKV7 plans lanes x groups / colLanes, e.g. 4x1/4 (default auto)
   --cp LIST          grad_cp off,on (default off,on)
   --steps N          timed training steps per configuration (default 5)
   --r N              LoRA rank (default 64)
@@ -43,6 +45,8 @@ const { values: opt } = parseArgs({
     tokens: { type: 'string', default: '1024,8192' },
     bsz: { type: 'string', default: '1,8' },
     ctx: { type: 'string', default: '1024' },
+    'wkv-bsz': { type: 'string', default: '8' },
+    'wkv-plans': { type: 'string', default: 'auto' },
     cp: { type: 'string', default: 'off,on' },
     steps: { type: 'string', default: '5' },
     r: { type: 'string', default: '64' },
@@ -72,6 +76,8 @@ layouts.forEach(layoutDims);
 const tokens = ints(opt.tokens, 'tokens');
 const bszs = ints(opt.bsz, 'bsz');
 const [ctx] = ints(opt.ctx, 'ctx');
+const wkvBszs = ints(opt['wkv-bsz'], 'wkv-bsz');
+const wkvPlans = list(opt['wkv-plans']).map((s) => [s, parseWkvPlan(s)] as const);
 const cps = list(opt.cp).map((c) => c === 'on');
 const [steps] = ints(opt.steps, 'steps');
 const [r] = ints(opt.r, 'r');
@@ -156,9 +162,14 @@ const wkvResults: WkvResult[] = [];
   }
   if (parts.has('wkv')) {
     for (const layout of layouts) {
-      const w = await benchWkv(gpu, layout, 8, 1024, layoutDims(layout).nHead);
-      log(`  WKV7 ${layout} B=8 T=1024 H=${w.H}: forward ${w.forwardMs.toFixed(2)} ms, backward ${w.backwardMs.toFixed(2)} ms`);
-      wkvResults.push(w);
+      for (const B of wkvBszs) {
+        for (const [name, plan] of wkvPlans) {
+          const w = await benchWkv(gpu, layout, B, 1024, layoutDims(layout).nHead, plan);
+          const kernels = Object.entries(w.byKernel).map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ');
+          log(`  WKV7 ${layout} B=${B} T=1024 H=${w.H} plan ${name} (${w.plan}): forward ${w.forwardMs.toFixed(3)} ms, backward ${w.backwardMs.toFixed(3)} ms, total ${(w.forwardMs + w.backwardMs).toFixed(3)} ms [${kernels}], SM clock ${w.smClockMHz ?? '-'} MHz`);
+          wkvResults.push(w);
+        }
+      }
     }
   }
   gpu.destroy();
@@ -206,6 +217,7 @@ if (matmulResults.length) sections.push('### Matrix products of one training ste
 if (tilingResults.length) sections.push('### Tensor-core tilings\n\n' + tilingTable(tilingResults));
 if (wkvResults.length) sections.push('### WKV7 per layer\n\n' + wkvTable(wkvResults, torch));
 if (trainResults.length) sections.push(`### LoRA r=${r} training steps (forward, backward, AdamW), matmul mode ${opt.matmul}\n\n` + trainTable(trainResults, torch, floors));
+if (trainResults.some((x) => x.modelMemory)) sections.push('### What the model and optimizer hold (GiB)\n\n' + memoryTable(trainResults));
 if (trainResults.some((x) => x.topKernels)) sections.push('### Where a step spends its GPU time\n\n' + kernelTable(trainResults));
 const report = sections.join('\n\n');
 log('\n' + report);

@@ -7,7 +7,7 @@
 import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
 import { setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
 import { RWKV7_LORA_TARGETS } from '../src/lora/lora.js';
-import { Rwkv7Model } from '../src/model/rwkv7.js';
+import { Rwkv7Model, type Rwkv7Memory } from '../src/model/rwkv7.js';
 import type { HostTensor } from '../src/model/weights.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { Rng } from '../src/util/rng.js';
@@ -42,6 +42,9 @@ export interface TrainResult extends TrainConfig {
   loss?: number;
   /** Highest bytes the runtime's buffer pool held. */
   poolPeakBytes?: number;
+  /** What the model holds, by category, and AdamW's two moments. */
+  modelMemory?: Rwkv7Memory;
+  optimizerBytes?: number;
   /** Highest nvidia-smi memory.used while this configuration ran, and before it started. */
   smiPeakMiB?: number;
   smiBaselineMiB?: number;
@@ -61,11 +64,6 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
     const t0 = performance.now();
     gpu = await acquireGpu({ fast: cfg.fast, profile: cfg.profile });
     setMatmulMode(gpu, cfg.matmul);
-    // The model would find this too, but only after uploading every weight.
-    const logitBytes = M * vocab * 4;
-    if (logitBytes > gpu.limits.maxStorageBufferBindingSize) {
-      throw new Error(`logits [${M}, ${vocab}] f32 take ${logitBytes} bytes, more than one binding holds (${gpu.limits.maxStorageBufferBindingSize}); the model keeps them whole`);
-    }
     const model = new Rwkv7Model(gpu, weights, {
       B: cfg.B,
       T: cfg.T,
@@ -120,6 +118,8 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
         .slice(0, 12);
     }
     res.poolPeakBytes = gpu.memory().peakBytes;
+    res.modelMemory = model.memory();
+    res.optimizerBytes = opt.m.byteLength + opt.v.byteLength;
     model.dispose();
   } catch (e) {
     res.error = (e as Error).message.split('\n')[0];

@@ -1,7 +1,8 @@
 /** WKV7 forward and backward time per layer at B sequences of T tokens, H heads of 64. */
+import { spawnSync } from 'node:child_process';
 import type { GpuRuntime } from '../src/gpu/device.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { allocWkv7Saved, wkv7Backward, wkv7Forward } from '../src/kernels/wkv7.js';
+import { allocWkv7Saved, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Plan } from '../src/kernels/wkv7.js';
 import { Rng } from '../src/util/rng.js';
 import { gpuTime } from './gpu_timing.js';
 import { tiled } from './random.js';
@@ -11,8 +12,41 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
+  /** lanes×groups/colLanes (src/kernels/wkv7.ts). */
+  plan: string;
   forwardMs: number;
   backwardMs: number;
+  /** GPU ms per kernel: the backward's dS scan and column pass apart. */
+  byKernel: Record<string, number>;
+  /** SM clock right after timing (nvidia-smi), to tell a slow kernel from a clocked-down card. */
+  smClockMHz?: number;
+}
+
+function smClockMHz(): number | undefined {
+  const r = spawnSync('nvidia-smi', ['--query-gpu=clocks.sm', '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
+  const v = r.status === 0 ? Number(r.stdout.trim()) : NaN;
+  return Number.isFinite(v) ? v : undefined;
+}
+
+/**
+ * Keeps the GPU busy with `record` for about `ms` of wall time before timing: its clocks
+ * drop while the host builds inputs, and without this a first H200 run read the same kernels
+ * up to 4× slower from one plan to the next.
+ */
+async function warmUp(gpu: GpuRuntime, record: () => void, ms: number): Promise<void> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    for (let i = 0; i < 10; i++) record();
+    await gpu.sync();
+  }
+}
+
+/** A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. */
+export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
+  if (s === 'auto') return {};
+  const m = /^(\d+)x(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes, e.g. 4x1/4`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]) };
 }
 
 /**
@@ -20,15 +54,16 @@ export interface WkvResult {
  * with kk of norm 1 per head): the kernels' time does not depend on them, but NaNs would
  * hide nothing while being unrealistic.
  */
-export async function benchWkv(gpu: GpuRuntime, layout: string, B: number, T: number, H: number): Promise<WkvResult> {
+export async function benchWkv(gpu: GpuRuntime, layout: string, B: number, T: number, H: number, want: Partial<Wkv7Plan> = {}): Promise<WkvResult> {
   const N = 64;
+  const plan = wkv7Plan(gpu, { B, T, H, N }, want);
   const shape = [B, T, H, N];
   const n = B * T * H * N;
   const rng = new Rng(13);
   const t = (label: string, draw: () => number): Tensor => gpu.upload(tiled(new Float32Array(n), draw), shape, 'f32', label);
   const normal = (): number => rng.normal();
   const x = {
-    B, T, H, N,
+    B, T, H, N, plan,
     r: t('r', normal),
     w: t('w', () => rng.uniform(-6, 5)),
     k: t('k', normal),
@@ -40,11 +75,15 @@ export async function benchWkv(gpu: GpuRuntime, layout: string, B: number, T: nu
   const dy = t('dy', normal);
   const grads = ['dr', 'dw', 'dk', 'dv', 'da', 'db'].map((g) => gpu.tensor(shape, 'f32', g));
   const saved = allocWkv7Saved(gpu, { B, T, H, N });
-  const fwd = await gpuTime(gpu, () => wkv7Forward(gpu, { ...x, y, saved }), 30, 20);
   const [dr, dw, dk, dv, da, db] = grads;
-  const bwd = await gpuTime(gpu, () => wkv7Backward(gpu, { ...x, dy, saved, dr, dw, dk, dv, da, db }), 30, 20);
+  const forward = (): void => wkv7Forward(gpu, { ...x, y, saved });
+  const backward = (): void => wkv7Backward(gpu, { ...x, dy, saved, dr, dw, dk, dv, da, db });
+  await warmUp(gpu, () => (forward(), backward()), 700);
+  const fwd = await gpuTime(gpu, forward, 50, 50);
+  const bwd = await gpuTime(gpu, backward, 50, 50);
+  const clock = smClockMHz();
   for (const tensor of [x.r, x.w, x.k, x.v, x.a, x.b, y, dy, ...grads, saved.states, saved.sa]) gpu.free(tensor);
   gpu.submit();
   gpu.pool.trim();
-  return { layout, B, T, H, forwardMs: fwd.ms, backwardMs: bwd.ms };
+  return { layout, B, T, H, plan: `${plan.lanes}x${plan.groups}/${plan.colLanes}`, forwardMs: fwd.ms, backwardMs: bwd.ms, byKernel: { ...fwd.byKernel, ...bwd.byKernel }, smClockMHz: clock };
 }

@@ -1,21 +1,37 @@
 /**
  * The WKV7 recurrence (RWKV-7 clampw form, spec §2.2 step 6, §3): forward with
  * 16-step state checkpoints and the saved sa, and the "backstepping" backward.
- * One workgroup of N invocations per (b, h); grid (H, B).
  *
  * Per step, with decay = exp(−0.6065306597·σ(w)):
  *   sa[i] = Σ_j S[i,j]·a[j];  S[i,j] = S[i,j]·decay[j] + sa[i]·b[j] + v[i]·k[j];  y[i] = Σ_j S[i,j]·r[j]
  * S is row i = value dim, column j = key dim. Per-token tensors are [B, T, H, N] f32
  * (any shape with that many elements, e.g. [B·T, H·N]).
+ *
+ * Rows of S never mix, so the forward splits each head's rows over `groups` workgroups and
+ * each row over `lanes` invocations (wkv7_wgsl.ts). The backward runs in two passes so
+ * that neither needs the other's reductions step by step: the recurrence of dS = ∂L/∂S
+ * (dS_{t−1} = (dS_t + dy·rᵀ)·diag(decay) + dsa·aᵀ, dsa = (dS_t + dy·rᵀ)·b) also keeps rows
+ * apart and runs like the forward, saving dsa and dS every 16 steps; then every 16-step
+ * chunk, independently, walks its steps down again from the saved S and dS, which only
+ * needs sums over columns (dr, dw, dk, db, da), and runs column-wise.
  */
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { GpuRuntime } from '../gpu/device.js';
 import { numel, type Tensor } from '../gpu/tensor.js';
 import { ceilDiv, uniforms } from './common.js';
+import {
+  colsWorkgroupBytes,
+  colsWorkgroupSize,
+  columnBackwardWgsl,
+  forwardWgsl,
+  scanWorkgroupBytes,
+  scanWorkgroupSize,
+  stateBackwardWgsl,
+  WKV7_CHUNK,
+  type ScanShape,
+} from './wkv7_wgsl.js';
 
-/** Steps between saved states. */
-export const WKV7_CHUNK = 16;
-const W_SCALE = '-0.6065306597';
+export { WKV7_CHUNK };
 const MAX_N = 64;
 
 export interface Wkv7Dims {
@@ -46,6 +62,60 @@ export function allocWkv7Saved(gpu: GpuRuntime, d: Wkv7Dims, label = 'wkv7'): Wk
   return { states: gpu.tensor(s.states, 'f32', `${label}.states`), sa: gpu.tensor(s.sa, 'f32', `${label}.sa`) };
 }
 
+/** How the kernels spread a head's state over invocations; wkv7Plan picks one per adapter and size. */
+export interface Wkv7Plan {
+  /** Invocations per state row in the forward and the backward's dS scan: 1 (no subgroup operations), 2, 4 or 8. */
+  lanes: number;
+  /** Workgroups per head in those scans, each owning a slice of the rows: 1, 2 or 4. */
+  groups: number;
+  /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
+  colLanes: number;
+}
+
+/** The narrowest subgroup this adapter may run, 0 without the subgroups feature. */
+function subgroupWidth(gpu: GpuRuntime): number {
+  const info = gpu.adapter.info as GPUAdapterInfo & { subgroupMinSize?: number };
+  return gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
+}
+
+/**
+ * The plan for these sizes: `want`'s fields where given (tests force each path with them),
+ * otherwise what was fastest on an H200 (npm run bench -- --parts wkv --wkv-plans ...).
+ * With few heads the scans are bound by each step's latency and want more invocations per
+ * row and the rows spread over more workgroups (B=1, H=32: 8 lanes, 4 groups, 0.75 ms per
+ * layer); with many, fewer (B=8, H=32: 2 lanes, 1 group, 2.8 ms; 4 lanes cost 14% more).
+ * Either way about 16-32K invocations run. Lanes are capped by the subgroup width: 1 without.
+ */
+export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
+  const sg = subgroupWidth(gpu);
+  const maxLanes = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
+  const heads = d.B * d.H;
+  const plan: Wkv7Plan = {
+    lanes: want.lanes ?? Math.min(maxLanes, Math.max(2, 2 ** Math.ceil(Math.log2(512 / heads)))),
+    groups: want.groups ?? (heads < 64 ? 4 : heads < 128 ? 2 : 1),
+    // The column pass runs every chunk at once: lanes matter little (1.26 ms with 1, 1.33 with 4 at B=8; 0.19 and 0.18 at B=1).
+    colLanes: want.colLanes ?? (heads >= 128 ? 1 : Math.min(4, maxLanes)),
+  };
+  const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
+  const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;
+  for (const key of ['lanes', 'colLanes'] as const) {
+    const n = plan[key];
+    if (![1, 2, 4, 8].includes(n)) throw new Error(`wkv7 plan: ${key} = ${n}, expected 1, 2, 4 or 8`);
+    if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
+  }
+  if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
+  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
+  const sizes = [
+    ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
+    ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
+  ] as const;
+  for (const [what, inv, bytes] of sizes) {
+    if (inv > maxInv) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${inv} invocations per workgroup, this adapter allows ${maxInv}`);
+    if (bytes > maxBytes) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${bytes} bytes of workgroup memory, this adapter allows ${maxBytes}`);
+  }
+  return plan;
+}
+
 export interface Wkv7ForwardArgs extends Wkv7Dims {
   r: Tensor;
   /** Raw decay input w_raw. */
@@ -63,6 +133,8 @@ export interface Wkv7ForwardArgs extends Wkv7Dims {
   saved: Wkv7Saved;
   /** Final state [B, H, N, N], written when given. */
   sT?: Tensor;
+  /** Overrides of the automatic plan (tests). */
+  plan?: Partial<Wkv7Plan>;
 }
 
 export interface Wkv7BackwardArgs extends Wkv7Dims {
@@ -86,6 +158,8 @@ export interface Wkv7BackwardArgs extends Wkv7Dims {
   ds0?: Tensor;
   /** Add into ds0 (the parameter gradient of state tuning) instead of overwriting it. */
   accumulate?: boolean;
+  /** Overrides of the automatic plan (tests). */
+  plan?: Partial<Wkv7Plan>;
 }
 
 function checkDims(op: string, gpu: GpuRuntime, d: Wkv7Dims, storageBuffers: number): void {
@@ -94,7 +168,10 @@ function checkDims(op: string, gpu: GpuRuntime, d: Wkv7Dims, storageBuffers: num
   }
   if (d.N > MAX_N) throw new Error(`${op}: head size N = ${d.N}, expected at most ${MAX_N}`);
   const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
-  if (d.H > maxWg || d.B > maxWg) throw new Error(`${op}: grid (H=${d.H}, B=${d.B}) exceeds ${maxWg} workgroups per dimension`);
+  const chunks = ceilDiv(d.T, WKV7_CHUNK);
+  if (d.H > maxWg || d.B > maxWg || chunks > maxWg) {
+    throw new Error(`${op}: grid (H=${d.H}, B=${d.B}, ceil(T/16)=${chunks}) exceeds ${maxWg} workgroups per dimension`);
+  }
   const maxBuffers = gpu.limits.maxStorageBuffersPerShaderStage;
   if (storageBuffers > maxBuffers) {
     throw new Error(`${op}: needs ${storageBuffers} storage buffers per shader stage, this adapter allows ${maxBuffers}`);
@@ -123,192 +200,8 @@ const dimUniforms = (d: Wkv7Dims): ArrayBuffer =>
     ['u32', d.T],
     ['u32', d.H],
     ['u32', ceilDiv(d.T, WKV7_CHUNK) + 1],
+    ['u32', ceilDiv(d.T, WKV7_CHUNK)],
   ]);
-
-/** Shared WGSL header: uniforms, constants and index helpers. */
-function header(N: number): string {
-  return /* wgsl */ `
-struct P { T: u32, H: u32, slots: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-const N = ${N}u;
-const CHUNK = ${WKV7_CHUNK}u;
-const W_SCALE = ${W_SCALE};
-// Element 0 of token t of head (bb, h) in a [B, T, H, N] tensor.
-fn tokenBase(bb: u32, t: u32, h: u32) -> u32 { return ((bb * p.T + t) * p.H + h) * N; }
-// Element [0, 0] of checkpoint slot c of head (bb, h) in the saved states.
-fn slotBase(bb: u32, h: u32, c: u32) -> u32 { return ((bb * p.H + h) * p.slots + c) * N * N; }
-`;
-}
-
-function forwardWgsl(N: number, hasS0: boolean, hasST: boolean): string {
-  return /* wgsl */ `${header(N)}
-@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> a: array<f32>;
-@group(0) @binding(6) var<storage, read> b: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-@group(0) @binding(8) var<storage, read_write> states: array<f32>;
-@group(0) @binding(9) var<storage, read_write> sa: array<f32>;
-${hasS0 ? '@group(0) @binding(10) var<storage, read> s0: array<f32>;' : ''}
-${hasST ? `@group(0) @binding(${hasS0 ? 11 : 10}) var<storage, read_write> sT: array<f32>;` : ''}
-var<workgroup> rs: array<f32, N>;
-var<workgroup> decays: array<f32, N>;
-var<workgroup> ks: array<f32, N>;
-var<workgroup> as_: array<f32, N>;
-var<workgroup> bs: array<f32, N>;
-
-@compute @workgroup_size(N)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) i: u32) {
-  let h = wid.x;
-  let bb = wid.y;
-  // This invocation owns row i of S.
-  var S: array<f32, N>;
-  let row = ((bb * p.H + h) * N + i) * N;
-  for (var j = 0u; j < N; j++) {
-    S[j] = ${hasS0 ? 's0[row + j]' : '0.0'};
-    states[slotBase(bb, h, 0u) + i * N + j] = S[j];
-  }
-  for (var t = 0u; t < p.T; t++) {
-    let e = tokenBase(bb, t, h) + i;
-    rs[i] = r[e];
-    decays[i] = exp(W_SCALE / (1.0 + exp(-w[e])));
-    ks[i] = k[e];
-    as_[i] = a[e];
-    bs[i] = b[e];
-    let vi = v[e];
-    workgroupBarrier();
-    var sai = 0.0;
-    for (var j = 0u; j < N; j++) { sai += S[j] * as_[j]; }
-    sa[e] = sai;
-    var yi = 0.0;
-    for (var j = 0u; j < N; j++) {
-      S[j] = S[j] * decays[j] + sai * bs[j] + vi * ks[j];
-      yi += S[j] * rs[j];
-    }
-    y[e] = yi;
-    if ((t + 1u) % CHUNK == 0u || t + 1u == p.T) {
-      let o = slotBase(bb, h, t / CHUNK + 1u) + i * N;
-      for (var j = 0u; j < N; j++) { states[o + j] = S[j]; }
-    }
-    workgroupBarrier();
-  }
-${hasST ? '  for (var j = 0u; j < N; j++) { sT[row + j] = S[j]; }' : ''}
-}`;
-}
-
-function backwardWgsl(N: number, hasDs0: boolean, accumulate: boolean): string {
-  return /* wgsl */ `${header(N)}
-@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> a: array<f32>;
-@group(0) @binding(6) var<storage, read> b: array<f32>;
-@group(0) @binding(7) var<storage, read> dy: array<f32>;
-@group(0) @binding(8) var<storage, read> states: array<f32>;
-@group(0) @binding(9) var<storage, read> sa: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dr: array<f32>;
-@group(0) @binding(11) var<storage, read_write> dw: array<f32>;
-@group(0) @binding(12) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(13) var<storage, read_write> dv: array<f32>;
-@group(0) @binding(14) var<storage, read_write> da: array<f32>;
-@group(0) @binding(15) var<storage, read_write> db: array<f32>;
-${hasDs0 ? '@group(0) @binding(16) var<storage, read_write> ds0: array<f32>;' : ''}
-var<workgroup> rs: array<f32, N>;
-var<workgroup> decays: array<f32, N>;
-var<workgroup> ks: array<f32, N>;
-var<workgroup> vs: array<f32, N>;
-var<workgroup> as_: array<f32, N>;
-var<workgroup> bs: array<f32, N>;
-var<workgroup> dys: array<f32, N>;
-var<workgroup> sas: array<f32, N>;
-var<workgroup> dsas: array<f32, N>;
-
-@compute @workgroup_size(N)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) i: u32) {
-  let h = wid.x;
-  let bb = wid.y;
-  // This invocation owns column i of S (St[j] = S[j,i]) and row and column i of dS = ∂L/∂S.
-  var St: array<f32, N>;
-  var dSrow: array<f32, N>;
-  var dScol: array<f32, N>;
-  let last = slotBase(bb, h, p.slots - 1u);
-  for (var j = 0u; j < N; j++) {
-    St[j] = states[last + j * N + i];
-    dSrow[j] = 0.0;
-    dScol[j] = 0.0;
-  }
-  for (var tt = 0u; tt < p.T; tt++) {
-    let t = p.T - 1u - tt;
-    let e = tokenBase(bb, t, h) + i;
-    let sig = 1.0 / (1.0 + exp(-w[e]));
-    let di = exp(W_SCALE * sig);
-    let ri = r[e];
-    let ki = k[e];
-    let ai = a[e];
-    let bi = b[e];
-    let dyi = dy[e];
-    rs[i] = ri;
-    decays[i] = di;
-    ks[i] = ki;
-    vs[i] = v[e];
-    as_[i] = ai;
-    bs[i] = bi;
-    dys[i] = dyi;
-    sas[i] = sa[e];
-    workgroupBarrier();
-    // St holds S_t: y_t = S_t r_t.
-    var dri = 0.0;
-    for (var j = 0u; j < N; j++) { dri += St[j] * dys[j]; }
-    dr[e] = dri;
-    // St becomes S_{t−1}: a checkpoint at chunk starts, else the step inverted with the saved sa.
-    if (t % CHUNK == 0u) {
-      let o = slotBase(bb, h, t / CHUNK);
-      for (var j = 0u; j < N; j++) { St[j] = states[o + j * N + i]; }
-    } else {
-      let inv = 1.0 / di;
-      for (var j = 0u; j < N; j++) { St[j] = (St[j] - ki * vs[j] - bi * sas[j]) * inv; }
-    }
-    var dd = 0.0;
-    var dki = 0.0;
-    var dbi = 0.0;
-    var dvi = 0.0;
-    var dsai = 0.0;
-    for (var j = 0u; j < N; j++) {
-      dSrow[j] += dyi * rs[j];
-      dScol[j] += dys[j] * ri;
-      dd += dScol[j] * St[j];
-      dki += dScol[j] * vs[j];
-      dbi += dScol[j] * sas[j];
-      dvi += dSrow[j] * ks[j];
-      dsai += dSrow[j] * bs[j];
-    }
-    dsas[i] = dsai;
-    dw[e] = dd * di * W_SCALE * sig * (1.0 - sig);
-    dk[e] = dki;
-    dv[e] = dvi;
-    db[e] = dbi;
-    workgroupBarrier();
-    // dS becomes ∂L/∂S_{t−1}.
-    var dai = 0.0;
-    for (var j = 0u; j < N; j++) {
-      dai += St[j] * dsas[j];
-      dSrow[j] = dSrow[j] * decays[j] + dsai * as_[j];
-      dScol[j] = dScol[j] * di + ai * dsas[j];
-    }
-    da[e] = dai;
-    workgroupBarrier();
-  }
-${
-  hasDs0
-    ? `  let row = ((bb * p.H + h) * N + i) * N;
-  for (var j = 0u; j < N; j++) { ds0[row + j] = ${accumulate ? 'ds0[row + j] + ' : ''}dSrow[j]; }`
-    : ''
-}
-}`;
-}
 
 /** y = WKV7(r, w, k, v, a, b; s0), saving what wkv7Backward needs. */
 export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
@@ -323,29 +216,48 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   if (x.s0) checkTensor(op, x.s0, stateShape(x), '[B,H,N,N]');
   if (x.sT) checkTensor(op, x.sT, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
+  const plan = wkv7Plan(gpu, x, x.plan);
   const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
   if (hasS0) kinds.push('read');
   if (hasST) kinds.push('rw');
-  const p = gpu.pipeline('wkv7_forward', `N${x.N}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`, kinds, () =>
-    forwardWgsl(x.N, hasS0, hasST),
-  );
-  gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B]);
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
+  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
+  const p = gpu.pipeline('wkv7_forward', key, kinds, () => forwardWgsl(scan, hasS0, hasST));
+  gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B, plan.groups]);
 }
 
-/** Gradients of WKV7 with respect to r, w (raw), k, v, a, b and, when ds0 is given, the initial state. */
+/**
+ * Gradients of WKV7 with respect to r, w (raw), k, v, a, b and, when ds0 is given, the initial state.
+ * Two dispatches; between them it holds dsa [B,T,H,N] and the dS checkpoints [B,H,ceil(T/16),N,N]
+ * (as large as the saved states) in pooled buffers, released when recorded.
+ */
 export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   const op = 'wkv7Backward';
   const accumulate = x.accumulate ?? false;
-  const tensors = [x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, x.dr, x.dw, x.dk, x.dv, x.da, x.db];
-  if (x.ds0) tensors.push(x.ds0);
-  checkDims(op, gpu, x, tensors.length);
+  // The column pass binds 16 storage buffers (11 inputs, 5 gradients).
+  checkDims(op, gpu, x, 16);
   for (const t of [x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.dr, x.dw, x.dk, x.dv, x.da, x.db]) {
     checkTensor(op, t, tokenShape(x), '[B,T,H,N]');
   }
   if (x.ds0) checkTensor(op, x.ds0, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
-  const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(9).fill('read'), ...Array<BindingKind>(x.ds0 ? 7 : 6).fill('rw')];
-  const key = `N${x.N}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
-  const p = gpu.pipeline('wkv7_backward', key, kinds, () => backwardWgsl(x.N, x.ds0 !== undefined, accumulate));
-  gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B]);
+  const plan = wkv7Plan(gpu, x, x.plan);
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
+  const chunks = ceilDiv(x.T, WKV7_CHUNK);
+  const dsa = gpu.tensor(tokenShape(x), 'f32', 'wkv7.dsa');
+  const dSck = gpu.tensor([x.B, x.H, chunks, x.N, x.N], 'f32', 'wkv7.dSck');
+  const u = dimUniforms(x);
+
+  const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
+  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
+  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate));
+  gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
+
+  const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
+  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes));
+  const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
+  gpu.dispatch(p2, args2, [x.H, x.B, chunks]);
+  // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.
+  gpu.free(dsa);
+  gpu.free(dSck);
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { GpuRuntime } from '../../src/gpu/device.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
-import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Dims } from '../../src/kernels/wkv7.js';
+import { allocWkv7Saved, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Dims, type Wkv7Plan } from '../../src/kernels/wkv7.js';
 import { expectClose, f32, finiteDiff, freshRng, getGpu, poison, type Rng } from '../helpers.js';
 import { wkv7RefBackward, wkv7RefForward, type Wkv7RefGrads, type Wkv7RefInputs } from '../reference/wkv7.js';
 
@@ -48,6 +48,8 @@ interface Case extends Wkv7Dims {
   s0: boolean;
   /** Also ask for sT and ds0 (with accumulate when 'acc'). */
   outs: 'none' | 'all' | 'acc';
+  /** A forced plan; the automatic one otherwise (8 lanes, 4 row groups, 4 column lanes on lavapipe). */
+  plan?: Wkv7Plan;
 }
 
 // N = 64 is every released RWKV-7 model's head size; 48 checks that nothing assumes 64. (Smaller N
@@ -62,6 +64,20 @@ const CASES: Case[] = [
   { B: 3, T: 33, H: 1, N: 64, s0: true, outs: 'acc' },
   { B: 1, T: 64, H: 2, N: 64, s0: true, outs: 'all' },
   { B: 2, T: 18, H: 3, N: 48, s0: true, outs: 'all' },
+];
+
+// Every lane count, row-group count and column-lane count, and odd and small N. lanes 1 is the
+// path of adapters without subgroups (lavapipe compiles its N=64 kernels for about 45 s, small
+// workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/1 is the
+// H200's plan for many heads.
+const PLAN_CASES: Case[] = [
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1 } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8 } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2 } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 1 } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4 } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2 } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4 } },
 ];
 
 describe('wkv7 float64 reference', () => {
@@ -105,8 +121,9 @@ describe('wkv7 float64 reference', () => {
 });
 
 describe('wkv7 GPU forward and backward', () => {
-  for (const c of CASES) {
-    it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}`, async () => {
+  for (const c of [...CASES, ...PLAN_CASES]) {
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}` : '';
+    it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
       const rng = freshRng();
       const x = modelLikeInputs(rng, c, c.s0);
@@ -119,7 +136,8 @@ describe('wkv7 GPU forward and backward', () => {
       const saved = allocWkv7Saved(gpu, c);
       const sT = c.outs === 'none' ? undefined : gpu.tensor(st, 'f32', 'sT');
       poison(gpu, y, saved.states, saved.sa, ...(sT ? [sT] : []));
-      wkv7Forward(gpu, { ...c, ...ins, s0, y, saved, sT });
+      const d = { B: c.B, T: c.T, H: c.H, N: c.N, plan: c.plan };
+      wkv7Forward(gpu, { ...d, ...ins, s0, y, saved, sT });
 
       const ref = wkv7RefForward(x);
       expectClose('y', await gpu.readF32(y), ref.y, FWD_BOUND, rng);
@@ -133,7 +151,7 @@ describe('wkv7 GPU forward and backward', () => {
       const prior = rng.normals(c.B * c.H * c.N * c.N);
       if (ds0 && c.outs === 'acc') gpu.write(ds0, f32(prior));
       else if (ds0) poison(gpu, ds0);
-      wkv7Backward(gpu, { ...c, ...ins, dy, saved, ...grads, ds0, accumulate: c.outs === 'acc' });
+      wkv7Backward(gpu, { ...d, ...ins, dy, saved, ...grads, ds0, accumulate: c.outs === 'acc' });
 
       const refG: Wkv7RefGrads = wkv7RefBackward(x, dyHost);
       for (const n of GRADS) expectClose(n, await gpu.readF32(grads[n]), refG[n], GRAD_BOUND[n], rng);
@@ -191,6 +209,21 @@ describe('wkv7 argument checks', () => {
     const args = { r: t('r'), w: t('w'), k: t('k'), v: t('v'), a: t('a'), b: t('b'), y: t('y'), saved: allocWkv7Saved(gpu, d) };
     expect(() => wkv7Forward(gpu, { ...d, N: 65, ...args })).toThrow(/head size N = 65, expected at most 64/);
     expect(() => wkv7Forward(gpu, { ...d, T: 0, ...args })).toThrow(/T = 0, expected a positive integer/);
+  });
+
+  it('plans subgroup lanes where the adapter has subgroups, and rejects impossible plans', async () => {
+    const { gpu } = await setup();
+    const info = gpu.adapter.info as GPUAdapterInfo & { subgroupMinSize?: number };
+    const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
+    const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
+    // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap) });
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(8, cap), groups: 2, colLanes: Math.min(4, cap) });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: 1 });
+    expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
+    expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
+    expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
+    if (sg < 8) expect(() => wkv7Plan(gpu, d, { lanes: 8 })).toThrow(/needs subgroups of at least 8 invocations/);
   });
 
 });

@@ -1,0 +1,397 @@
+/**
+ * WGSL of the three WKV7 kernels (wkv7.ts has the maths, the API and the dispatches).
+ *
+ * Layout shared by all three: a head's N×N matrices are padded to NP×NP (NP a multiple of
+ * 4·lanes, the padding held at zero) and handled as vec4s of 4 consecutive elements.
+ * `lanes` adjacent invocations share one row (or column) and own its vec4s
+ * q = c·lanes + lane, so a warp reading one vec4 each touches consecutive workgroup
+ * memory; they combine partial dot products with subgroupShuffleXor. That needs
+ * subgroups at least `lanes` wide whose invocations are consecutive local indices (as on
+ * every Vulkan driver we know of: the tests check it on each adapter). lanes = 1 uses no
+ * subgroup operation at all: the fallback.
+ *
+ * The row scans (forward, backward state scan) stage the per-step vectors of BLOCK steps
+ * in workgroup memory at once, loading the next block into registers while this one is
+ * computed: two barriers per BLOCK steps, none inside a block.
+ */
+/** Steps between saved states. */
+export const WKV7_CHUNK = 16;
+const W_SCALE = '-0.6065306597';
+/** Steps staged per barrier pair in the row scans; divides WKV7_CHUNK. */
+const BLOCK = 8;
+
+export interface ScanShape {
+  N: number;
+  /** Invocations per state row: 1, 2, 4 or 8. */
+  lanes: number;
+  /** Workgroups per head, each owning NP/groups rows: 1, 2 or 4. */
+  groups: number;
+}
+
+/** Padded size: the vec4s of a row split evenly over the lanes. */
+const paddedN = (N: number, lanes: number): number => Math.ceil(N / (4 * lanes)) * 4 * lanes;
+
+const COMP = ['x', 'y', 'z', 'w'];
+/** `f(0) … f(n−1)` on lines: loops over register-held vec4s are unrolled here, so that no
+ * compiler is left to decide whether a dynamically indexed array stays in registers. */
+const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
+
+export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
+export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
+
+/** Workgroup memory of the row scans and of the column pass, in bytes. */
+export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (5 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
+export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
+
+function header(N: number, lanes: number): string {
+  const shuffles = Array.from({ length: Math.log2(lanes) }, (_, m) => `s += subgroupShuffleXor(s, ${1 << m}u);`).join(' ');
+  return /* wgsl */ `${lanes > 1 ? 'enable subgroups;' : ''}
+struct P { T: u32, H: u32, slots: u32, chunks: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+const N = ${N}u;
+const NP = ${paddedN(N, lanes)}u;
+const NQ4 = NP / 4u;
+const LANES = ${lanes}u;
+const CHUNK = ${WKV7_CHUNK}u;
+const W_SCALE = ${W_SCALE};
+// Element 0 of token t of head (bb, h) in a [B, T, H, N] tensor.
+fn tokenBase(bb: u32, t: u32, h: u32) -> u32 { return ((bb * p.T + t) * p.H + h) * N; }
+// Element [0, 0] of slot c of head (bb, h) in a [B, H, slots, N, N] tensor.
+fn slotBase(bb: u32, h: u32, c: u32, slots: u32) -> u32 { return ((bb * p.H + h) * slots + c) * N * N; }
+// Sum over the LANES invocations of a row; every one of them gets the same value.
+fn laneSum(x: f32) -> f32 { var s = x; ${shuffles} return s; }
+fn sum4(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+`;
+}
+
+/** A function `name4(t, q) -> vec4f`: columns 4q..4q+3 of token t of `buf`, zero outside [0, T) × [0, N). */
+function vec4Loader(buf: string): string {
+  return /* wgsl */ `
+fn ${buf}4(bb: u32, h: u32, t: u32, q: u32) -> vec4f {
+  var o = vec4f(0.0);
+  if (t < p.T) {
+    let e = tokenBase(bb, t, h) + 4u * q;
+${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u]; }`)}
+  }
+  return o;
+}`;
+}
+
+/**
+ * Staging of one BLOCK of steps for a row scan: column vectors `cols` (5 of them, [step][vec4])
+ * and one row vector `row` (this workgroup's R rows): loadBlock(t0) fetches the block from
+ * step t0 into registers, storeBlock() writes it to workgroup memory (w becoming the decay).
+ */
+function scanStaging(s: ScanShape, cols: readonly string[], row: string): { decl: string; fns: string } {
+  const WG = scanWorkgroupSize(s);
+  const units = BLOCK * (paddedN(s.N, s.lanes) / 4);
+  const R = paddedN(s.N, s.lanes) / s.groups;
+  const cu = Math.ceil(units / WG);
+  const ru = Math.ceil((BLOCK * R) / WG);
+  const decl = [
+    ...cols.map((c) => `var<workgroup> s_${c}: array<vec4f, ${units}>;\n${rep(cu, (n) => `var<private> f_${c}${n}: vec4f;`)}`),
+    `var<workgroup> s_${row}: array<f32, ${BLOCK * R}>;\n${rep(ru, (n) => `var<private> f_${row}${n}: f32;`)}`,
+    ...cols.map(vec4Loader),
+  ].join('\n');
+  const fns = /* wgsl */ `
+fn loadBlock(bb: u32, h: u32, grp: u32, idx: u32, t0: u32) {
+${rep(
+  cu,
+  (n) => `  {
+    let u = idx + ${n * WG}u;
+    if (u < ${units}u) {
+      let t = t0 + u / NQ4;
+      let q = u % NQ4;
+${cols.map((c) => `      f_${c}${n} = ${c}4(bb, h, t, q);`).join('\n')}
+    }
+  }`,
+)}
+${rep(
+  ru,
+  (n) => `  {
+    let u = idx + ${n * WG}u;
+    let t = t0 + u / ${R}u;
+    let i = grp * ${R}u + u % ${R}u;
+    f_${row}${n} = 0.0;
+    if (u < ${BLOCK * R}u && t < p.T && i < N) { f_${row}${n} = ${row}[tokenBase(bb, t, h) + i]; }
+  }`,
+)}
+}
+fn storeBlock(idx: u32) {
+${rep(
+  cu,
+  (n) => `  if (idx + ${n * WG}u < ${units}u) {
+${cols.map((c) => (c === 'w' ? `    s_w[idx + ${n * WG}u] = exp(W_SCALE / (1.0 + exp(-f_w${n})));` : `    s_${c}[idx + ${n * WG}u] = f_${c}${n};`)).join('\n')}
+  }`,
+)}
+${rep(ru, (n) => `  if (idx + ${n * WG}u < ${BLOCK * R}u) { s_${row}[idx + ${n * WG}u] = f_${row}${n}; }`)}
+}`;
+  return { decl, fns };
+}
+
+/** Statements setting `dst`0… to column i, at this lane's vec4s of rows, of the N×N matrix at element `base` of `buf`. */
+function colLoad(nq: number, lanes: number, dst: string, buf: string, base: string): string {
+  return rep(
+    nq,
+    (c) => `${dst}${c} = vec4f(0.0);
+${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N) { ${dst}${c}.${COMP[e]} = ${buf}[${base} + j * N + i]; } }`)}`,
+  );
+}
+
+/** Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N). */
+function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x): string {
+  const body = rep(nq, (c) =>
+    rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${c}.${COMP[e]}`)}; } }`),
+  );
+  return `if (i < N) {\n${body}\n  }`;
+}
+
+/**
+ * Forward: invocation (row i, lane) keeps its vec4s of row i of S. Per step:
+ * sa = S·a (lane sum), S = S·diag(decay) + sa·bᵀ + v·kᵀ, y = S·r (lane sum).
+ * Grid (H, B, groups).
+ */
+export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): string {
+  const R = paddedN(s.N, s.lanes) / s.groups;
+  const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
+  const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'v');
+  return /* wgsl */ `${header(s.N, s.lanes)}
+@group(0) @binding(1) var<storage, read> r: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read> a: array<f32>;
+@group(0) @binding(6) var<storage, read> b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read_write> states: array<f32>;
+@group(0) @binding(9) var<storage, read_write> sa: array<f32>;
+${hasS0 ? '@group(0) @binding(10) var<storage, read> s0: array<f32>;' : ''}
+${hasST ? `@group(0) @binding(${hasS0 ? 11 : 10}) var<storage, read_write> sT: array<f32>;` : ''}
+${st.decl}
+${st.fns}
+
+@compute @workgroup_size(${scanWorkgroupSize(s)})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
+  let h = wid.x;
+  let bb = wid.y;
+  let grp = wid.z;
+  let lane = idx % LANES;
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var S${c} = vec4f(0.0);`)}
+  let head = (bb * p.H + h) * N * N;
+${hasS0 ? rep(nq, (c) => rep(4, (e) => `  { let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${c}.${COMP[e]} = s0[head + i * N + j]; } }`)) : ''}
+  let slot0 = slotBase(bb, h, 0u, p.slots);
+  ${rowStore(nq, s.lanes, 'states', 'slot0', 'S')}
+  loadBlock(bb, h, grp, idx, 0u);
+  for (var t0 = 0u; t0 < p.T; t0 += ${BLOCK}u) {
+    storeBlock(idx);
+    workgroupBarrier();
+    loadBlock(bb, h, grp, idx, t0 + ${BLOCK}u);
+    let steps = min(${BLOCK}u, p.T - t0);
+    for (var st = 0u; st < steps; st++) {
+      let t = t0 + st;
+      let o = st * NQ4 + lane;
+      var acc = vec4f(0.0);
+${rep(nq, (c) => `      acc = fma(S${c}, s_a[o + ${c * s.lanes}u], acc);`)}
+      let sai = laneSum(sum4(acc));
+      let vi = s_v[st * ${R}u + idx / LANES];
+      var ya = vec4f(0.0);
+${rep(nq, (c) => `      S${c} = fma(S${c}, s_w[o + ${c * s.lanes}u], fma(vec4f(sai), s_b[o + ${c * s.lanes}u], vi * s_k[o + ${c * s.lanes}u]));
+      ya = fma(S${c}, s_r[o + ${c * s.lanes}u], ya);`)}
+      let yi = laneSum(sum4(ya));
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t, h) + i;
+        y[e] = yi;
+        sa[e] = sai;
+      }
+      if ((t + 1u) % CHUNK == 0u || t + 1u == p.T) {
+        let slot = slotBase(bb, h, t / CHUNK + 1u, p.slots);
+        ${rowStore(nq, s.lanes, 'states', 'slot', 'S')}
+      }
+    }
+    workgroupBarrier();
+  }
+${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S')}` : ''}
+}`;
+}
+
+/**
+ * Backward, first pass: the recurrence of dS = ∂L/∂S alone, rows independent like the
+ * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS every 16
+ * steps (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
+ * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
+ */
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean): string {
+  const R = paddedN(s.N, s.lanes) / s.groups;
+  const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
+  const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'dy');
+  return /* wgsl */ `${header(s.N, s.lanes)}
+@group(0) @binding(1) var<storage, read> r: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> a: array<f32>;
+@group(0) @binding(5) var<storage, read> b: array<f32>;
+@group(0) @binding(6) var<storage, read> dy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dsa: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dSck: array<f32>;
+${hasDs0 ? '@group(0) @binding(10) var<storage, read_write> ds0: array<f32>;' : ''}
+${st.decl}
+${st.fns}
+
+@compute @workgroup_size(${scanWorkgroupSize(s)})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
+  let h = wid.x;
+  let bb = wid.y;
+  let grp = wid.z;
+  let lane = idx % LANES;
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
+  let blocks = (p.T + ${BLOCK - 1}u) / ${BLOCK}u;
+  loadBlock(bb, h, grp, idx, (blocks - 1u) * ${BLOCK}u);
+  for (var n = blocks; n > 0u; n--) {
+    let t0 = (n - 1u) * ${BLOCK}u;
+    storeBlock(idx);
+    workgroupBarrier();
+    if (n > 1u) { loadBlock(bb, h, grp, idx, t0 - ${BLOCK}u); }
+    for (var st = min(${BLOCK}u, p.T - t0); st > 0u; st--) {
+      let t = t0 + st - 1u;
+      if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
+        let slot = slotBase(bb, h, t / CHUNK, p.chunks);
+        ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS')}
+      }
+      let o = (st - 1u) * NQ4 + lane;
+      let dyi = s_dy[(st - 1u) * ${R}u + idx / LANES];
+      var accb = vec4f(0.0);
+      var acck = vec4f(0.0);
+${rep(nq, (c) => `      dS${c} = fma(vec4f(dyi), s_r[o + ${c * s.lanes}u], dS${c});
+      accb = fma(dS${c}, s_b[o + ${c * s.lanes}u], accb);
+      acck = fma(dS${c}, s_k[o + ${c * s.lanes}u], acck);`)}
+      let dsai = laneSum(sum4(accb));
+      let dvi = laneSum(sum4(acck));
+${rep(nq, (c) => `      dS${c} = fma(dS${c}, s_w[o + ${c * s.lanes}u], vec4f(dsai) * s_a[o + ${c * s.lanes}u]);`)}
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t, h) + i;
+        dv[e] = dvi;
+        dsa[e] = dsai;
+      }
+    }
+    workgroupBarrier();
+  }
+${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0', 'head', 'dS', accumulate ? (x) => `ds0[o] + ${x}` : undefined)}` : ''}
+}`;
+}
+
+/**
+ * Backward, second pass: one workgroup per 16-step chunk, all chunks at once. Invocation
+ * (column i, lane) keeps its vec4s of column i of S and of dS, starts from the saved state
+ * after the chunk's last step and dSck, and walks the chunk down: dr = S_tᵀ·dy; S_{t−1} from
+ * the checkpoint at the chunk's first step, else by inverting the step with the saved sa;
+ * dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column
+ * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Grid (H, B, chunks).
+ */
+export function columnBackwardWgsl(N: number, lanes: number): string {
+  const nq = paddedN(N, lanes) / 4 / lanes;
+  const rowVecs = ['dy', 'v', 'sa', 'dsa'];
+  const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
+  const WG = colsWorkgroupSize(N, lanes);
+  return /* wgsl */ `${header(N, lanes)}
+@group(0) @binding(1) var<storage, read> r: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read> a: array<f32>;
+@group(0) @binding(6) var<storage, read> b: array<f32>;
+@group(0) @binding(7) var<storage, read> dy: array<f32>;
+@group(0) @binding(8) var<storage, read> states: array<f32>;
+@group(0) @binding(9) var<storage, read> sa: array<f32>;
+@group(0) @binding(10) var<storage, read> dsa: array<f32>;
+@group(0) @binding(11) var<storage, read> dSck: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dr: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(14) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(15) var<storage, read_write> db: array<f32>;
+@group(0) @binding(16) var<storage, read_write> da: array<f32>;
+${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x)}`).join('\n')}
+
+struct Col { r: f32, w: f32, k: f32, a: f32, b: f32 }
+fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
+  if (i >= N) { return Col(0.0, 0.0, 0.0, 0.0, 0.0); }
+  let e = tokenBase(bb, t, h) + i;
+  return Col(r[e], w[e], k[e], a[e], b[e]);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
+  let h = wid.x;
+  let bb = wid.y;
+  let ch = wid.z;
+  let lane = idx % LANES;
+  let i = idx / LANES;
+  let t1 = ch * CHUNK;
+  let tEnd = min(t1 + CHUNK, p.T) - 1u;
+  for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
+    let u = idx + n * ${WG}u;
+    if (u < ${units}u) {
+      let t = t1 + u / NQ4;
+      let q = u % NQ4;
+${rowVecs.map((x) => `      s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
+    }
+  }
+${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
+  {
+    let base = slotBase(bb, h, ch + 1u, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+  }
+  {
+    let base = slotBase(bb, h, ch, p.chunks);
+${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
+  }
+  workgroupBarrier();
+  var x = colAt(bb, h, tEnd, i);
+  for (var t = tEnd + 1u; t > t1; t--) {
+    let tt = t - 1u;
+    // This step's column scalars; the previous step's are fetched while it runs.
+    let cur = x;
+    if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
+    let sig = 1.0 / (1.0 + exp(-cur.w));
+    let di = exp(W_SCALE * sig);
+    let o = (tt - t1) * NQ4 + lane;
+    var accr = vec4f(0.0);
+${rep(nq, (c) => `    accr = fma(S${c}, s_dy[o + ${c * lanes}u], accr);`)}
+    if (tt == t1) {
+      let base = slotBase(bb, h, ch, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+    } else {
+      let inv = 1.0 / di;
+${rep(nq, (c) => `      S${c} = (S${c} - cur.k * s_v[o + ${c * lanes}u] - cur.b * s_sa[o + ${c * lanes}u]) * inv;`)}
+    }
+    var accd = vec4f(0.0);
+    var acck = vec4f(0.0);
+    var accb = vec4f(0.0);
+    var acca = vec4f(0.0);
+${rep(nq, (c) => {
+  const q = `o + ${c * lanes}u`;
+  return `    dS${c} = fma(s_dy[${q}], vec4f(cur.r), dS${c});
+    accd = fma(dS${c}, S${c}, accd);
+    acck = fma(dS${c}, s_v[${q}], acck);
+    accb = fma(dS${c}, s_sa[${q}], accb);
+    acca = fma(S${c}, s_dsa[${q}], acca);
+    dS${c} = fma(dS${c}, vec4f(di), s_dsa[${q}] * cur.a);`;
+})}
+    let dri = laneSum(sum4(accr));
+    let dd = laneSum(sum4(accd));
+    let dki = laneSum(sum4(acck));
+    let dbi = laneSum(sum4(accb));
+    let dai = laneSum(sum4(acca));
+    if (lane == 0u && i < N) {
+      let e = tokenBase(bb, tt, h) + i;
+      dr[e] = dri;
+      dw[e] = dd * di * W_SCALE * sig * (1.0 - sig);
+      dk[e] = dki;
+      db[e] = dbi;
+      da[e] = dai;
+    }
+  }
+}`;
+}
