@@ -4,9 +4,9 @@ model, the LoRA adapter and the merged model, then the merge recomputed here.
 Usage: python3 check_outputs.py BASE.pth ADAPTER.pth MERGED.pth
 Checks: the adapter holds blocks.N.{att,ffn}.M.lora_A [r, in] and .lora_B [out, r] with
 lora_alpha and lora_r recorded; the merged model has exactly the base's keys, shapes and
-dtypes; each adapted weight equals W + (alpha/r)·B·A rounded once to bf16 (at most one
-bf16 step away, for rounding ties computed in another order); trained vectors (ln*) are
-the adapter's; every other tensor is bit-identical to the base. Exits non-zero on failure.
+dtypes; each adapted weight equals W + (alpha/r)·B·A rounded to bf16 (within two bf16
+steps of the terms' size: the adapter's factors are bf16, the merge used f32 ones); trained
+vectors (ln*) are the adapter's; every other tensor is bit-identical to the base. Exits non-zero on failure.
 """
 import sys
 
@@ -29,13 +29,17 @@ def main(base_path, lora_path, merged_path):
         if A.shape != (r, W.shape[1]) or B.shape != (W.shape[0], r):
             fails.append(f"{p}: lora_A {tuple(A.shape)}, lora_B {tuple(B.shape)} for W {tuple(W.shape)}, r {r}")
             continue
-        want = (W.float() + (alpha / r) * (B.float() @ A.float())).to(torch.bfloat16)
+        delta = (alpha / r) * (B.float() @ A.float())
+        want = W.float() + delta
         got = merged[p + ".weight"]
-        bits = (got.view(torch.int16).int() - want.view(torch.int16).int()).abs()
-        steps = torch.where(got.float() == want.float(), 0, bits).max().item()
+        # Measured in bf16 steps of the terms' size, |W| + (alpha/r)·|B|·|A| (terms can cancel,
+        # so the result's own size is no scale): the trainer merges its f32 factors, the file
+        # holds them rounded to bf16 (up to one step of that size), then the sum is rounded once.
+        mag = W.float().abs() + (alpha / r) * (B.float().abs() @ A.float().abs())
+        steps = ((got.float() - want).abs() / (2.0**-8 * mag + 1e-30)).max().item()
         worst = max(worst, steps)
-        if got.dtype != torch.bfloat16 or steps > 1:
-            fails.append(f"{p}.weight: {got.dtype}, {steps} bf16 steps from W + (alpha/r)·B·A")
+        if got.dtype != torch.bfloat16 or steps > 2:
+            fails.append(f"{p}.weight: {got.dtype}, off by {steps:.2f} bf16 steps of W + (alpha/r)·B·A")
     vectors = [k for k in lora if ".lora_" not in k and k not in ("lora_alpha", "lora_r")]
     for k in vectors:
         if not torch.equal(merged[k].float(), lora[k].float()):
@@ -47,7 +51,7 @@ def main(base_path, lora_path, merged_path):
         if merged[k].dtype != t.dtype or not torch.equal(merged[k], t):
             fails.append(f"{k}: not copied unchanged from the base")
     print(f"adapter: {len(pairs)} LoRA pairs, r {r}, lora_alpha {alpha}, {len(vectors)} trained vectors")
-    print(f"merged: {len(pairs)} weights within {worst} bf16 step(s) of W + (alpha/r)·B·A, {len(base) - len(adapted)} tensors unchanged")
+    print(f"merged: {len(pairs)} weights within {worst:.2f} bf16 steps of W + (alpha/r)·B·A, {len(base) - len(adapted)} tensors unchanged")
     if fails:
         sys.exit("FAILED:\n  " + "\n  ".join(fails[:20]))
     print("all checks passed")

@@ -21,12 +21,14 @@ dev = "cuda"
 DT = torch.float64
 # f32 GPU arithmetic against float64: the logits pass through every layer once; LoRA
 # gradients come back through all of them and sum over B·T tokens, so they are looser.
-# With tensor cores the frozen-weight products take f16 operands (unit roundoff 2^-11,
-# about 4.9e-4) and f32 accumulation, so every figure is bounded by a few f16 roundings.
-BOUNDS = {
-    "f32": {"logits": 1e-5, "loss": 1e-6, "lora_grads_all": 1e-3, "lora_grads_worst": 5e-3},
-    "tc": {"logits": 5e-3, "loss": 1e-4, "lora_grads_all": 2e-2, "lora_grads_worst": 5e-2},
-}
+BOUNDS_F32 = {"logits": 1e-5, "loss": 1e-6, "lora_grads_all": 1e-3, "lora_grads_worst": 5e-3}
+# With tensor cores the frozen-weight products take f16 operands. At random weights the
+# LoRA gradients amplify operand rounding by ~10^3-10^4 (the f32 path shows it: 2e-3 from
+# a 6e-8 roundoff), so no fixed bound fits; instead the same float64 model is run again
+# with its frozen-weight products' activation operands rounded to f16 (forward and
+# backward, as the GPU does), and the GPU's error must stay within FACTOR times that
+# model's own error: what f16 operands cost, not more.
+F16_FACTOR = 3.0
 
 
 def load(d):
@@ -64,75 +66,105 @@ class L2Wrap(torch.autograd.Function):
         return grad_output, gy
 
 
+def r16(z):
+    """z rounded to f16 after a power-of-two scale per row (as the GPU's f16 copies), in float64."""
+    m = z.detach().abs().amax(-1, keepdim=True)
+    sc = torch.exp2(14 - torch.floor(torch.log2(torch.where(m > 0, m, torch.ones_like(m)))))
+    return (z * sc).to(torch.float16).to(DT) / sc
+
+
+class F16Matmul(torch.autograd.Function):
+    """y = x·w with x rounded to f16 (w is bf16, exact in f16); dx = dy·wᵀ with dy rounded."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return r16(x) @ w
+
+    @staticmethod
+    def backward(ctx, dy):
+        (w,) = ctx.saved_tensors
+        return r16(dy) @ w.T, None
+
+
 def main(d):
     man, get = load(d)
     L, C, H, N, V = man["nLayer"], man["nEmbd"], man["nHead"], man["headSize"], man["vocab"]
     B, T, alpha, r = man["B"], man["T"], man["alpha"], man["r"]
     s = alpha / r
     W = {k: get(k).to(dev, DT) for k in man["inputs"] if k not in ("ids", "labels") and ".lora_" not in k}
-    lora = {k: get(k).to(dev, DT).requires_grad_(True) for k in man["inputs"] if ".lora_" in k}
     ids = get("ids").to(dev).long().view(B, T)
     labels = get("labels").to(dev).long().view(B * T)
+
+    def model(f16):
+        """Logits, loss and LoRA gradients; with f16, the frozen-weight products round as the GPU's tensor cores do."""
+        lora = {k: get(k).to(dev, DT).requires_grad_(True) for k in man["inputs"] if ".lora_" in k}
+
+        def mm(x, w):
+            return F16Matmul.apply(x, w) if f16 else x @ w
+
+        def vec(k):
+            return W[k].reshape(C)
+
+        def lin(x, name):
+            y = mm(x, W[f"{name}.weight"].T)
+            if f"{name}.lora_A" in lora:
+                y = y + s * (x @ lora[f"{name}.lora_A"].T) @ lora[f"{name}.lora_B"].T
+            return y
+
+        def ln(x, name, eps=1e-5):
+            return F.layer_norm(x, (C,), W[f"{name}.weight"], W[f"{name}.bias"], eps)
+
+        def shift(x):  # x_{t-1}, zero at t = 0
+            return F.pad(x, (0, 0, 1, -1))
+
+        def wkv(rr, decay, k, v, a, b):
+            S = torch.zeros(B, H, N, N, device=dev, dtype=DT)  # row = value i, column = key j
+            ys = []
+            hv = lambda z, t: z[:, t].view(B, H, N)
+            for t in range(T):
+                sa = torch.einsum("bhij,bhj->bhi", S, hv(a, t))
+                S = S * hv(decay, t)[:, :, None, :] + sa[:, :, :, None] * hv(b, t)[:, :, None, :] + hv(v, t)[:, :, :, None] * hv(k, t)[:, :, None, :]
+                ys.append(torch.einsum("bhij,bhj->bhi", S, hv(rr, t)))
+            return torch.stack(ys, 1).reshape(B, T, C)
+
+        x = W["emb.weight"][ids]
+        x = ln(x, "blocks.0.ln0")
+        v_first = None
+        for l in range(L):
+            p = f"blocks.{l}.att."
+            xx = ln(x, f"blocks.{l}.ln1")
+            dx = shift(xx) - xx
+            xr, xw, xk, xv, xa, xg = (xx + dx * vec(p + m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+            rr = lin(xr, p + "receptance")
+            k = lin(xk, p + "key")
+            v = lin(xv, p + "value")
+            w_raw = vec(p + "w0") + mm(torch.tanh(mm(xw, W[p + "w1"])), W[p + "w2"])
+            a = torch.sigmoid(vec(p + "a0") + mm(mm(xa, W[p + "a1"]), W[p + "a2"]))
+            g = mm(torch.sigmoid(mm(xg, W[p + "g1"])), W[p + "g2"])
+            if l == 0:
+                v_first = v
+            else:
+                v = v + (v_first - v) * torch.sigmoid(vec(p + "v0") + mm(mm(xv, W[p + "v1"]), W[p + "v2"]))
+            kk = F.normalize((k * vec(p + "k_k")).view(B, T, H, N), dim=-1, eps=1e-12).view(B, T, C)
+            k = k * (1 + (a - 1) * vec(p + "k_a"))
+            decay = torch.exp(-np.exp(-0.5) * torch.sigmoid(w_raw))
+            y = wkv(rr, decay, k, v, -kk, kk * a)
+            y = F.group_norm(y.view(B * T, C), H, W[p + "ln_x.weight"], W[p + "ln_x.bias"], eps=64e-5).view(B, T, C)
+            bonus = (rr * k * W[p + "r_k"].reshape(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)
+            y = y + bonus.view(B, T, C)
+            x = x + lin(y * g, p + "output")
+            f = f"blocks.{l}."
+            xx = ln(x, f + "ln2")
+            kx = xx + (shift(xx) - xx) * vec(f + "ffn.x_k")
+            x = x + lin(torch.relu(lin(kx, f + "ffn.key")) ** 2, f + "ffn.value")
+        logits = mm(ln(x, "ln_out"), W["head.weight"].T).view(B * T, V)
+        loss = F.cross_entropy(logits, labels, ignore_index=-100)
+        L2Wrap.apply(loss, logits).backward()
+        return logits.detach(), loss.item(), {k: t.grad for k, t in lora.items()}
+
     t0 = time.time()
-
-    def vec(k):
-        return W[k].reshape(C)
-
-    def lin(x, name):
-        y = x @ W[f"{name}.weight"].T
-        if f"{name}.lora_A" in lora:
-            y = y + s * (x @ lora[f"{name}.lora_A"].T) @ lora[f"{name}.lora_B"].T
-        return y
-
-    def ln(x, name, eps=1e-5):
-        return F.layer_norm(x, (C,), W[f"{name}.weight"], W[f"{name}.bias"], eps)
-
-    def shift(x):  # x_{t-1}, zero at t = 0
-        return F.pad(x, (0, 0, 1, -1))
-
-    def wkv(rr, decay, k, v, a, b):
-        S = torch.zeros(B, H, N, N, device=dev, dtype=DT)  # row = value i, column = key j
-        ys = []
-        hv = lambda z, t: z[:, t].view(B, H, N)
-        for t in range(T):
-            sa = torch.einsum("bhij,bhj->bhi", S, hv(a, t))
-            S = S * hv(decay, t)[:, :, None, :] + sa[:, :, :, None] * hv(b, t)[:, :, None, :] + hv(v, t)[:, :, :, None] * hv(k, t)[:, :, None, :]
-            ys.append(torch.einsum("bhij,bhj->bhi", S, hv(rr, t)))
-        return torch.stack(ys, 1).reshape(B, T, C)
-
-    x = W["emb.weight"][ids]
-    x = ln(x, "blocks.0.ln0")
-    v_first = None
-    for l in range(L):
-        p = f"blocks.{l}.att."
-        xx = ln(x, f"blocks.{l}.ln1")
-        dx = shift(xx) - xx
-        xr, xw, xk, xv, xa, xg = (xx + dx * vec(p + m) for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
-        rr = lin(xr, p + "receptance")
-        k = lin(xk, p + "key")
-        v = lin(xv, p + "value")
-        w_raw = vec(p + "w0") + torch.tanh(xw @ W[p + "w1"]) @ W[p + "w2"]
-        a = torch.sigmoid(vec(p + "a0") + (xa @ W[p + "a1"]) @ W[p + "a2"])
-        g = torch.sigmoid(xg @ W[p + "g1"]) @ W[p + "g2"]
-        if l == 0:
-            v_first = v
-        else:
-            v = v + (v_first - v) * torch.sigmoid(vec(p + "v0") + (xv @ W[p + "v1"]) @ W[p + "v2"])
-        kk = F.normalize((k * vec(p + "k_k")).view(B, T, H, N), dim=-1, eps=1e-12).view(B, T, C)
-        k = k * (1 + (a - 1) * vec(p + "k_a"))
-        decay = torch.exp(-np.exp(-0.5) * torch.sigmoid(w_raw))
-        y = wkv(rr, decay, k, v, -kk, kk * a)
-        y = F.group_norm(y.view(B * T, C), H, W[p + "ln_x.weight"], W[p + "ln_x.bias"], eps=64e-5).view(B, T, C)
-        bonus = (rr * k * W[p + "r_k"].reshape(C)).view(B, T, H, N).sum(-1, keepdim=True) * v.view(B, T, H, N)
-        y = y + bonus.view(B, T, C)
-        x = x + lin(y * g, p + "output")
-        f = f"blocks.{l}."
-        xx = ln(x, f + "ln2")
-        kx = xx + (shift(xx) - xx) * vec(f + "ffn.x_k")
-        x = x + lin(torch.relu(lin(kx, f + "ffn.key")) ** 2, f + "ffn.value")
-    logits = (ln(x, "ln_out") @ W["head.weight"].T).view(B * T, V)
-    loss = F.cross_entropy(logits, labels, ignore_index=-100)
-    L2Wrap.apply(loss, logits).backward()
+    logits, loss, grad = model(False)
     torch.cuda.synchronize()
     ref_s = time.time() - t0
 
@@ -141,28 +173,40 @@ def main(d):
         b = b.to(dev, DT).reshape(a.shape)
         return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
-    res = {"logits": rel(get("logits", "gpu"), logits.detach()), "loss_gpu": float(get("loss", "gpu")[0]), "loss_ref": loss.item()}
-    res["loss"] = abs(res["loss_gpu"] - res["loss_ref"]) / abs(res["loss_ref"])
-    grads = {k: rel(get(k, "gpu"), t.grad) for k, t in lora.items()}
-    allg = torch.cat([t.grad.flatten() for t in lora.values()])
-    allgpu = torch.cat([get(k, "gpu").to(dev, DT).flatten() for k in lora])
-    res["lora_grads_all"] = rel(allgpu, allg)
-    res["lora_grads_worst"] = max(grads.values())
-    res["lora_grads_worst_name"] = max(grads, key=grads.get)
-    res["lora_grads_median"] = float(np.median(list(grads.values())))
-    res["ref_seconds"] = ref_s
-    json.dump({"summary": res, "per_tensor": grads}, open(f"{d}/compare.json", "w"), indent=1)
-    print(f"shapes: L={L} C={C} H={H} N={N} V={V} B={B} T={T} LoRA r={r} alpha={alpha}")
-    for k in ("logits", "loss", "lora_grads_all", "lora_grads_median", "lora_grads_worst"):
-        print(f"{k:>20}: {res[k]:.3e}")
+    tc = man.get("matmul", "f32") == "tc"
+    print(f"shapes: L={L} C={C} H={H} N={N} V={V} B={B} T={T} LoRA r={r} alpha={alpha}; frozen-weight products on the GPU: {'tensor cores (f16 operands)' if tc else 'f32'}")
+
+    def errors(lg, ls, gr):
+        """Relative errors of (logits, loss, LoRA gradients) against the float64 model."""
+        e = {"logits": rel(lg, logits), "loss": abs(ls - loss) / abs(loss)}
+        per = {k: rel(gr[k], grad[k]) for k in grad}
+        e["lora_grads_all"] = rel(torch.cat([gr[k].to(dev, DT).flatten() for k in grad]), torch.cat([grad[k].flatten() for k in grad]))
+        e["lora_grads_worst"] = max(per.values())
+        e["lora_grads_median"] = float(np.median(list(per.values())))
+        e["lora_grads_worst_name"] = max(per, key=per.get)
+        return e, per
+
+    res, per = errors(get("logits", "gpu"), float(get("loss", "gpu")[0]), {k: get(k, "gpu") for k in grad})
+    res.update(loss_gpu=float(get("loss", "gpu")[0]), loss_ref=loss, ref_seconds=ref_s)
+    if tc:
+        lg16, ls16, gr16 = model(True)
+        res["f16_operands_model"], _ = errors(lg16, ls16, gr16)
+    json.dump({"summary": res, "per_tensor": per}, open(f"{d}/compare.json", "w"), indent=1)
+    keys = ("logits", "loss", "lora_grads_all", "lora_grads_median", "lora_grads_worst")
+    print(f"{'':>20}  {'GPU vs float64':>14}" + (f"  {'float64 with f16 operands vs float64':>38}" if tc else ""))
+    for k in keys:
+        print(f"{k:>20}: {res[k]:14.3e}" + (f"  {res['f16_operands_model'][k]:38.3e}" if tc else ""))
     print(f"worst LoRA tensor: {res['lora_grads_worst_name']}; loss gpu {res['loss_gpu']:.6f} ref {res['loss_ref']:.6f}; reference took {ref_s:.1f}s")
-    bounds = BOUNDS[man.get("matmul", "f32")]
-    print(f"frozen-weight products: {man.get('matmul', 'f32')}")
-    failed = [f"{k} {res[k]:.3e} > {b:.0e}" for k, b in bounds.items() if not res[k] <= b]
+    if tc:
+        # The loss is a mean over 65536-way softmaxes: f16 rounding of it is ~1e-7 either way, so it keeps the f32 bound's scale.
+        bounds = {k: max(F16_FACTOR * res["f16_operands_model"][k], BOUNDS_F32[k]) for k in BOUNDS_F32}
+        print(f"bounds: {F16_FACTOR} x the f16-operand model's own error (at least the f32 bounds)")
+    else:
+        bounds = BOUNDS_F32
+    failed = [f"{k} {res[k]:.3e} > {b:.1e}" for k, b in bounds.items() if not res[k] <= b]
     if failed:
         sys.exit("FAILED: " + "; ".join(failed))
-    print("all within bounds: " + ", ".join(f"{k} <= {b:.0e}" for k, b in bounds.items()))
-
+    print("all within bounds: " + ", ".join(f"{k} <= {b:.1e}" for k, b in bounds.items()))
 
 if __name__ == "__main__":
     main(sys.argv[1])
