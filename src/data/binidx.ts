@@ -200,6 +200,8 @@ export interface WriteBinidxOptions {
   /** uint16 (RWKV-LM make_data.py, code 8; the default) or int32 (json2binidx_tool, code 4). */
   dtype?: TokenDtype;
   vocabSize?: number;
+  /** Replace existing prefix.idx / prefix.bin (default false: refuse). */
+  overwrite?: boolean;
 }
 
 export interface WrittenBinidx {
@@ -216,6 +218,12 @@ export interface WrittenBinidx {
  */
 export function writeBinidx(prefix: string, docs: Iterable<ArrayLike<number>>, options: WriteBinidxOptions = {}): WrittenBinidx {
   const paths = binidxPaths(prefix);
+  const refuseExisting = (): void => {
+    for (const f of [paths.idx, paths.bin]) {
+      if (!options.overwrite && existsSync(f)) throw new Error(`${f}: the file already exists; refusing to overwrite it (--overwrite, or overwrite: true, replaces it)`);
+    }
+  };
+  refuseExisting();
   const dtype = options.dtype ?? 'uint16';
   const itemSize = ITEM_SIZE[dtype];
   const maxId = Math.min(options.vocabSize ?? DEFAULT_VOCAB_SIZE, dtype === 'uint16' ? 65536 : 2 ** 31) - 1;
@@ -252,6 +260,7 @@ export function writeBinidx(prefix: string, docs: Iterable<ArrayLike<number>>, o
     fd = undefined;
     if (sizes.length === 0) throw new Error(`${paths.idx}: no documents to write`);
     writeIndexFile(idxTmp, dtype, sizes);
+    refuseExisting();
     renameSync(binTmp, paths.bin);
     renameSync(idxTmp, paths.idx);
   } catch (e) {

@@ -14,6 +14,8 @@ export interface PrepareOptions {
   /** When given, the result carries the magic prime for this ctx_len. */
   ctxLen?: number;
   dtype?: TokenDtype;
+  /** Replace an existing prefix.idx / prefix.bin (default false: refuse). */
+  overwrite?: boolean;
 }
 
 export interface PrepareResult {
@@ -42,7 +44,7 @@ export function prepare(jsonlPath: string, outPrefix: string, options: PrepareOp
       yield tokens;
     }
   })();
-  const written = writeBinidx(outPrefix, docs, { dtype: options.dtype, vocabSize: tok.vocabSize });
+  const written = writeBinidx(outPrefix, docs, { dtype: options.dtype, vocabSize: tok.vocabSize, overwrite: options.overwrite });
   return {
     ...written,
     skipped: skipped.count,

@@ -13,7 +13,7 @@ export interface WriteOptions {
 
 function refuseExisting(path: string, opts: WriteOptions): void {
   if (!opts.overwrite && existsSync(path)) {
-    throw new Error(`${path}: the file already exists; refusing to overwrite it (pass overwrite: true to replace it)`);
+    throw new Error(`${path}: the file already exists; refusing to overwrite it (--overwrite, or overwrite: true, replaces it)`);
   }
 }
 

@@ -78,22 +78,29 @@ describe('binidx writer and reader', () => {
     expect(() => r.readWindow(2, w)).toThrow(/document 2 does not exist \(2 documents\)/);
   });
 
+  it('never replaces an existing dataset unless told to', () => {
+    const prefix = join(tempDir(), 'a');
+    writeBinidx(prefix, SPEC_DOCS);
+    expect(() => writeBinidx(prefix, [[7, 0]])).toThrow(`${prefix}.idx: the file already exists; refusing to overwrite it (--overwrite, or overwrite: true, replaces it)`);
+    expect(writeBinidx(prefix, [[7, 0]], { overwrite: true })).toMatchObject({ documents: 1, tokens: 2 });
+  });
+
   it('writes atomically: a failed write leaves the old files and no temporaries', () => {
     const dir = tempDir();
     const prefix = join(dir, 'a');
     writeBinidx(prefix, SPEC_DOCS);
-    expect(() => writeBinidx(prefix, [[1, 2], [3, 70000]])).toThrow(
+    expect(() => writeBinidx(prefix, [[1, 2], [3, 70000]], { overwrite: true })).toThrow(
       new RegExp(`${prefix}\\.bin: document 1 token 1: expected an integer id in 0\\.\\.65535 \\(uint16\\), found 70000`),
     );
-    expect(() => writeBinidx(prefix, [[1, 2.5]])).toThrow(/document 0 token 1: expected an integer id in 0\.\.65535 \(uint16\), found 2\.5/);
-    expect(() => writeBinidx(prefix, [[1, 100]], { vocabSize: 50 })).toThrow(/found 100/);
-    expect(() => writeBinidx(prefix, [[1, -1]], { dtype: 'int32' })).toThrow(/expected an integer id in 0\.\.65535 \(int32\), found -1/);
-    expect(() => writeBinidx(prefix, [])).toThrow(new RegExp(`${prefix}\\.idx: no documents to write`));
+    expect(() => writeBinidx(prefix, [[1, 2.5]], { overwrite: true })).toThrow(/document 0 token 1: expected an integer id in 0\.\.65535 \(uint16\), found 2\.5/);
+    expect(() => writeBinidx(prefix, [[1, 100]], { vocabSize: 50, overwrite: true })).toThrow(/found 100/);
+    expect(() => writeBinidx(prefix, [[1, -1]], { dtype: 'int32', overwrite: true })).toThrow(/expected an integer id in 0\.\.65535 \(int32\), found -1/);
+    expect(() => writeBinidx(prefix, [], { overwrite: true })).toThrow(new RegExp(`${prefix}\\.idx: no documents to write`));
     expect(readdirSync(dir).sort()).toEqual(['a.bin', 'a.idx']);
     expect(new Uint8Array(readFileSync(`${prefix}.idx`))).toEqual(SPEC_IDX);
     expect(new Uint8Array(readFileSync(`${prefix}.bin`))).toEqual(SPEC_BIN);
     // int32 holds ids past 65535 when the vocabulary allows them.
-    writeBinidx(prefix, [[70000, 0]], { dtype: 'int32', vocabSize: 100000 });
+    writeBinidx(prefix, [[70000, 0]], { dtype: 'int32', vocabSize: 100000, overwrite: true });
     const r = BinidxReader.open(prefix, { vocabSize: 100000 });
     expect(readDoc(r, 0)).toEqual([70000, 0]);
     r.close();
@@ -154,7 +161,7 @@ describe('binidx reader on bad input', () => {
     expect(() => r.readTokens(0, out)).toThrow(RegExp(`${prefix}\\.bin: token 2: expected an id in 0\\.\\.65529 \\(vocab size 65530\\), found 65535`));
     expect(() => r.readTokens(1, out)).toThrow(/a read of 4 tokens at token 1 runs past the end \(4 tokens\)/);
     r.close();
-    writeBinidx(prefix, [[5, 0]], { dtype: 'int32' });
+    writeBinidx(prefix, [[5, 0]], { dtype: 'int32', overwrite: true });
     const bin = readFileSync(`${prefix}.bin`);
     bin.writeInt32LE(-7, 0);
     writeFileSync(`${prefix}.bin`, bin);

@@ -383,7 +383,7 @@ describe('.pth bad input', () => {
     expect(() => encodePth([t, t])).toThrow('<memory>: tensor w is given twice');
     const path = join(dir, 'exists.pth');
     writeFileSync(path, 'keep me');
-    expect(() => writePth(path, [t])).toThrow(`${path}: the file already exists; refusing to overwrite it (pass overwrite: true to replace it)`);
+    expect(() => writePth(path, [t])).toThrow(`${path}: the file already exists; refusing to overwrite it (--overwrite, or overwrite: true, replaces it)`);
     expect(readFileSync(path, 'utf8')).toBe('keep me');
     writePth(path, [t], { overwrite: true });
     expect([...loadCheckpoint(path).keys()]).toEqual(['w']);
