@@ -23,6 +23,22 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /** Scale of the product; C's old value (when accumulating) is not scaled. */
   alpha?: number;
+  /** Slices of K summed by a second pass on the f32 kernel (default: chosen from the shape). */
+  splitK?: number;
+}
+
+/**
+ * Products with few output tiles and a long K (the LoRA weight gradients: 64×2048 outputs
+ * summed over every token) leave most of a large GPU idle, so K is cut into slices whose
+ * partial products are summed afterwards. Aim: about SPLIT_TARGET workgroups, slices of
+ * at least SPLIT_MIN_K.
+ */
+const SPLIT_TARGET = 256;
+const SPLIT_MIN_K = 512;
+
+function chooseSplits(tiles: number, k: number): number {
+  if (tiles >= SPLIT_TARGET / 4) return 1;
+  return Math.max(1, Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(k / SPLIT_MIN_K)));
 }
 
 /**
@@ -71,7 +87,8 @@ interface Spec {
   bDtype: 'f32' | 'bf16';
 }
 
-function matmulWgsl({ transA, transB, bDtype }: Spec): string {
+/** split: write this K slice's partial product to `c` (the partials, [splits, M, N]) unscaled. */
+function matmulWgsl({ transA, transB, bDtype }: Spec, split: boolean): string {
   // Each thread loads elements li + r·THREADS of a tile; the faster-varying tile index
   // follows the stored layout so neighbouring threads read neighbouring addresses.
   const aTile = transA ? `let mm = e % ${BM}u; let kk = e / ${BM}u;` : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
@@ -85,7 +102,7 @@ function matmulWgsl({ transA, transB, bDtype }: Spec): string {
 fn readB(i: u32) -> f32 { return b[i]; }
 `;
   return /* wgsl */ `
-struct P { m: u32, n: u32, k: u32, tilesN: u32, tiles: u32, alpha: f32, accumulate: u32 }
+struct P { m: u32, n: u32, k: u32, tilesN: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32, splits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<${bDtype === 'bf16' ? 'u32' : 'f32'}>;
@@ -93,37 +110,42 @@ struct P { m: u32, n: u32, k: u32, tilesN: u32, tiles: u32, alpha: f32, accumula
 var<workgroup> sa: array<f32, ${BK * BM}>;
 var<workgroup> sb: array<f32, ${BK * BN}>;
 ${bRead}
-fn loadA(m: u32, k: u32) -> f32 {
-  if (m >= p.m || k >= p.k) { return 0.0; }
+fn loadA(m: u32, k: u32, kEnd: u32) -> f32 {
+  if (m >= p.m || k >= kEnd) { return 0.0; }
   return a[${aIndex}];
 }
 
-fn loadB(k: u32, n: u32) -> f32 {
-  if (k >= p.k || n >= p.n) { return 0.0; }
+fn loadB(k: u32, n: u32, kEnd: u32) -> f32 {
+  if (k >= kEnd || n >= p.n) { return 0.0; }
   return readB(${bIndex});
 }
 
 @compute @workgroup_size(${TX}, ${TY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = ${WGSL_LINEAR_WG};
-  if (t >= p.tiles) { return; }
+  let wg = ${WGSL_LINEAR_WG};
+  if (wg >= p.tiles * p.splits) { return; }
+  // Workgroup wg computes tile t over K slice s.
+  let s = wg / p.tiles;
+  let t = wg % p.tiles;
+  let kBeg = s * p.kChunk;
+  let kEnd = min(p.k, kBeg + p.kChunk);
   let m0 = (t / p.tilesN) * ${BM}u;
   let n0 = (t % p.tilesN) * ${BN}u;
   // Thread (x, y) owns rows y + ${TY}·i and columns x + ${TX}·j: strided, so reads of the
   // tiles and writes of C are contiguous across a row of threads.
   var acc: array<vec4f, 4>;
   for (var i = 0u; i < 4u; i++) { acc[i] = vec4f(0.0); }
-  for (var k0 = 0u; k0 < p.k; k0 += ${BK}u) {
+  for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
     for (var r = 0u; r < ${(BM * BK) / THREADS}u; r++) {
       let e = li + r * ${THREADS}u;
       ${aTile}
-      sa[kk * ${BM}u + mm] = loadA(m0 + mm, k0 + kk);
+      sa[kk * ${BM}u + mm] = loadA(m0 + mm, k0 + kk, kEnd);
     }
     for (var r = 0u; r < ${(BN * BK) / THREADS}u; r++) {
       let e = li + r * ${THREADS}u;
       ${bTile}
-      sb[kk * ${BN}u + nn] = loadB(k0 + kk, n0 + nn);
+      sb[kk * ${BN}u + nn] = loadB(k0 + kk, n0 + nn, kEnd);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${BK}u; kk++) {
@@ -142,13 +164,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let n = n0 + lid.x + j * ${TX}u;
       if (n >= p.n) { break; }
       let o = m * p.n + n;
-      var v = p.alpha * acc[i][j];
+${
+  split
+    ? '      c[s * p.m * p.n + o] = acc[i][j];'
+    : `      var v = p.alpha * acc[i][j];
       if (p.accumulate != 0u) { v += c[o]; }
-      c[o] = v;
+      c[o] = v;`
+}
     }
   }
 }`;
 }
+
+// C = alpha·Σ_s partials[s] (+ C), one invocation per element.
+const SPLIT_SUM_WGSL = /* wgsl */ `
+struct P { mn: u32, splits: u32, alpha: f32, accumulate: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = ${WGSL_LINEAR_WG} * 256u + li;
+  if (i >= p.mn) { return; }
+  var v = 0.0;
+  for (var s = 0u; s < p.splits; s++) { v += part[s * p.mn + i]; }
+  v *= p.alpha;
+  if (p.accumulate != 0u) { v += c[i]; }
+  c[i] = v;
+}`;
 
 function shape2(op: string, t: Tensor, dtype: DType): [number, number] {
   if (t.dtype !== dtype) throw new Error(`${op}: ${describe(t)} has dtype ${t.dtype}, expected ${dtype}`);
@@ -183,8 +226,12 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   }
   const tilesN = Math.ceil(n / BN);
   const tiles = Math.ceil(m / BM) * tilesN;
-  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}`;
-  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec));
+  const wanted = opts.splitK ?? chooseSplits(tiles, k);
+  if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`${op}: splitK = ${wanted}, expected a positive integer`);
+  const kChunk = Math.ceil(k / wanted / BK) * BK;
+  const splits = Math.ceil(k / kChunk);
+  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}${splits > 1 ? '_split' : ''}`;
+  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec, splits > 1));
   const u = uniforms([
     ['u32', m],
     ['u32', n],
@@ -193,8 +240,24 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
     ['u32', tiles],
     ['f32', opts.alpha ?? 1],
     ['u32', opts.accumulate ? 1 : 0],
+    ['u32', kChunk],
+    ['u32', splits],
   ]);
-  gpu.dispatch(p, [u, a, b, c], grid1d(tiles));
+  if (splits === 1) {
+    gpu.dispatch(p, [u, a, b, c], grid1d(tiles));
+    return;
+  }
+  const part = gpu.tensor([splits, m, n], 'f32', `${op} split-K partials`);
+  gpu.dispatch(p, [u, a, b, part], grid1d(tiles * splits));
+  const sum = gpu.pipeline('matmul_split_sum', '', ['uniform', 'read', 'rw'], () => SPLIT_SUM_WGSL);
+  const su = uniforms([
+    ['u32', m * n],
+    ['u32', splits],
+    ['f32', opts.alpha ?? 1],
+    ['u32', opts.accumulate ? 1 : 0],
+  ]);
+  gpu.dispatch(sum, [su, part, c], grid1d(Math.ceil((m * n) / 256)));
+  gpu.free(part);
 }
 
 /**

@@ -105,6 +105,38 @@ describe('matmulF32', () => {
     await check(rng, c, b, (ta, tc) => matmulF32(gpu, ta, tb, tc, { transA: true, accumulate: true, alpha: 0.5 }), BOUND);
     gpu.free(tb);
   });
+
+  // Split-K: K cut into slices summed by a second pass; slices that end mid-tile, more
+  // slices asked for than K has tiles, every layout, accumulate and alpha.
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      for (const [m, k, n, splitK] of [
+        [70, 1000, 33, 3],
+        [17, 1000, 129, 7],
+        [5, 33, 3, 200],
+      ] as const) {
+        it(`split-K ${splitK}: ${transA ? 'Aᵀ' : 'A'}·${transB ? 'Bᵀ' : 'B'} M=${m} K=${k} N=${n}, accumulate, alpha=-0.5`, async () => {
+          const gpu = await getGpu();
+          const rng = freshRng();
+          const b = f32(rng.normals(k * n));
+          const tb = gpu.upload(b, transB ? [n, k] : [k, n], 'f32', 'b');
+          const c: Case = { m, k, n, transA, transB, accumulate: true, alpha: -0.5 };
+          await check(rng, c, b, (ta, tc) => matmulF32(gpu, ta, tb, tc, { transA, transB, accumulate: true, alpha: -0.5, splitK }), BOUND);
+          gpu.free(tb);
+        });
+      }
+    }
+  }
+
+  it('rejects a split-K that is not a positive integer', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([4, 8], 'f32', 'x');
+    const y = gpu.tensor([4, 4], 'f32', 'y');
+    expect(() => matmulF32(gpu, x, x, y, { transB: true, splitK: 0 })).toThrow(/splitK = 0, expected a positive integer/);
+    expect(() => matmulF32(gpu, x, x, y, { transB: true, splitK: 1.5 })).toThrow(/splitK = 1.5/);
+    gpu.free(x);
+    gpu.free(y);
+  });
 });
 
 describe('matmulBf16', () => {
@@ -128,6 +160,16 @@ describe('matmulBf16', () => {
         });
       }
     }
+    it(`split-K 5: A·${transW ? 'Wᵀ' : 'W'} M=33 K=1000 N=65, no accumulate`, async () => {
+      const gpu = await getGpu();
+      const rng = freshRng();
+      const [m, k, n] = [33, 1000, 65];
+      const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
+      const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
+      const c: Case = { m, k, n, transA: false, transB: transW, accumulate: false, alpha: 1 };
+      await check(rng, c, unpackBf16(bits, k * n), (ta, tc) => matmulBf16(gpu, ta, tw, tc, { transW, splitK: 5 }), BOUND);
+      gpu.free(tw);
+    });
   }
 });
 
