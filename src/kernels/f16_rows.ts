@@ -30,13 +30,17 @@ fn rowExponent(mx: f32) -> i32 {
   return clamp(14 - p, -${E_MAX}, ${E_MAX});
 }`;
 
-const ROWS_WGSL = /* wgsl */ `
+// The bindings both copies share: X [r, k] in, the f16 pairs and the exponents out.
+const WGSL_IO = /* wgsl */ `
 struct P { r: u32, k: u32, rp: u32, kp: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 @group(0) @binding(3) var<storage, read_write> e: array<i32>;
-var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> red: array<f32, ${WG}>;`;
+
+const ROWS_WGSL = /* wgsl */ `
+${WGSL_IO}
 ${WGSL_EXPONENT}
 fn at(row: u32, k: u32) -> f32 {
   if (row >= p.r || k >= p.k) { return 0.0; }
@@ -67,12 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`;
 
 const COLS_WGSL = /* wgsl */ `
-struct P { r: u32, k: u32, rp: u32, kp: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@group(0) @binding(3) var<storage, read_write> e: array<i32>;
-var<workgroup> red: array<f32, ${WG}>;
+${WGSL_IO}
 var<workgroup> ex: array<i32, ${CB}>;
 // k-major tile of X, padded by one column against bank conflicts.
 var<workgroup> tile: array<f32, ${KT * (CB + 1)}>;
