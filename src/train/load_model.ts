@@ -13,7 +13,7 @@ import type { Rwkv7Dims } from '../model/rwkv7_config.js';
 import { Rng } from '../util/rng.js';
 import { applyAdapter, readAdapter } from './adapter.js';
 import { readBaseModel } from './base_model.js';
-import { sampleTopP } from './sample_top_p.js';
+import { sampleTopP } from '../kernels/sample_top_p.js';
 
 export interface LoadModelOptions {
   /** A LoRA adapter (.pth/.st) applied on top of the base weights. */

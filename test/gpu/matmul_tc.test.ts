@@ -3,6 +3,7 @@ import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulBf16, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
 import { tcSupport } from '../../src/kernels/matmul_tc.js';
 import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
+import { refMatmul } from '../reference/matmul.js';
 
 // Tensor cores are reachable only where Dawn exposes chromium-experimental-subgroup-matrix
 // with an f16 configuration (NVIDIA through Vulkan, not lavapipe). Elsewhere these tests
@@ -10,29 +11,6 @@ import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers
 const gpu = await getGpu();
 const tc = tcSupport(gpu);
 const required = process.env.RWKV_REQUIRE_TC === '1';
-
-/**
- * float64 alpha·op(A)·op(B) (+ c0) from the stored layouts, and each element's rounding
- * scale |alpha|·Σ|a||b| (+ |c0|).
- */
-function refMatmul(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number, transA: boolean, transB: boolean, alpha: number, c0?: ArrayLike<number>): { ref: Float64Array; mag: Float64Array } {
-  const ref = new Float64Array(m * n);
-  const mag = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      let t = 0;
-      for (let l = 0; l < k; l++) {
-        const p = a[transA ? l * m + i : i * k + l] * b[transB ? j * k + l : l * n + j];
-        s += p;
-        t += Math.abs(p);
-      }
-      ref[i * n + j] = alpha * s + (c0 ? c0[i * n + j] : 0);
-      mag[i * n + j] = Math.abs(alpha) * t + (c0 ? Math.abs(c0[i * n + j]) : 0);
-    }
-  }
-  return { ref, mag };
-}
 
 /**
  * The rounding bound of a product whose operands were rounded to f16 (`rounded` of them,

@@ -34,6 +34,36 @@ function randomTensors(shapes: Iterable<[string, number[]]>, std = 0.1, dtype: '
 const bitsOf = (t: CheckpointTensor): number[] => Array.from(new Uint16Array(t.data.slice().buffer));
 const byName = (ts: Iterable<CheckpointTensor>): Map<string, CheckpointTensor> => new Map([...ts].map((t) => [t.name, t]));
 
+/**
+ * float64 W + (alpha/r)·B·A with B(o, k) and A(k, i) read through accessors (the .pth and
+ * the Ai00 layouts store them differently), and each element's scale |W| + (alpha/r)·Σ|B·A|.
+ */
+function mergeRef(
+  w: ArrayLike<number>,
+  B: (o: number, k: number) => number,
+  A: (k: number, i: number) => number,
+  nOut: number,
+  nIn: number,
+  r: number,
+  alpha: number,
+): { ref: Float64Array; scale: Float64Array } {
+  const ref = new Float64Array(nOut * nIn);
+  const scale = new Float64Array(nOut * nIn);
+  for (let o = 0; o < nOut; o++) {
+    for (let i = 0; i < nIn; i++) {
+      let sum = 0;
+      let abs = 0;
+      for (let k = 0; k < r; k++) {
+        sum += B(o, k) * A(k, i);
+        abs += Math.abs(B(o, k) * A(k, i));
+      }
+      ref[o * nIn + i] = w[o * nIn + i] + (alpha / r) * sum;
+      scale[o * nIn + i] = Math.abs(w[o * nIn + i]) + (alpha / r) * abs;
+    }
+  }
+  return { ref, scale };
+}
+
 /** |got − want| within half an f16 ulp of want (2^-11 relative; 2^-25 in the subnormal range) plus `slack`. */
 function expectWithinF16(got: ArrayLike<number>, want: ArrayLike<number>, what: string, slack: (i: number) => number = () => 0): void {
   expect(got.length, what).toBe(want.length);
@@ -268,21 +298,8 @@ describe('merge to Ai00 and the Ai00 LoRA', () => {
       const w = hostToF32(W.get(`${p}.weight`)!);
       const a = hostToF32(A.get(`${p}.lora_A`)!);
       const b = hostToF32(A.get(`${p}.lora_B`)!);
-      const ref = new Float64Array(nOut * nIn);
-      const scale = new Float64Array(nOut * nIn);
-      for (let o = 0; o < nOut; o++) {
-        for (let i = 0; i < nIn; i++) {
-          let sum = 0;
-          let abs = 0;
-          for (let k = 0; k < r; k++) {
-            sum += b[o * r + k] * a[k * nIn + i];
-            abs += Math.abs(b[o * r + k] * a[k * nIn + i]);
-          }
-          ref[o * nIn + i] = w[o * nIn + i] + (alpha / r) * sum;
-          scale[o * nIn + i] = Math.abs(w[o * nIn + i]) + (alpha / r) * abs;
-          if (Math.abs(ref[o * nIn + i] - w[o * nIn + i]) > 1e-2) moved++;
-        }
-      }
+      const { ref, scale } = mergeRef(w, (o, k) => b[o * r + k], (k, i) => a[k * nIn + i], nOut, nIn, r, alpha);
+      for (let e = 0; e < ref.length; e++) if (Math.abs(ref[e] - w[e]) > 1e-2) moved++;
       // slack: the f32 arithmetic of the merge (a few roundings of 2^-24 relative to the terms)
       expectWithinF16(hostToF32(merged.get(`${p}.weight`)!), ref, p, (i) => 2 ** -20 * scale[i]);
     }
@@ -314,20 +331,7 @@ describe('merge to Ai00 and the Ai00 LoRA', () => {
         const xv = hostToF32(x);
         const yv = hostToF32(y);
         const w = hostToF32(W.get(`${p}.weight`)!);
-        const ref = new Float64Array(nOut * nIn);
-        const scale = new Float64Array(nOut * nIn);
-        for (let o = 0; o < nOut; o++) {
-          for (let i = 0; i < nIn; i++) {
-            let sum = 0;
-            let abs = 0;
-            for (let k = 0; k < rank; k++) {
-              sum += yv[o * rank + k] * xv[i * rank + k];
-              abs += Math.abs(yv[o * rank + k] * xv[i * rank + k]);
-            }
-            ref[o * nIn + i] = w[o * nIn + i] + (alpha / rank) * sum;
-            scale[o * nIn + i] = Math.abs(w[o * nIn + i]) + (alpha / rank) * abs;
-          }
-        }
+        const { ref, scale } = mergeRef(w, (o, k) => yv[o * rank + k], (k, i) => xv[i * rank + k], nOut, nIn, rank, alpha);
         expectWithinF16(hostToF32(merged.get(`${p}.weight`)!), ref, p, (i) => 2 ** -20 * scale[i]);
       }
       // Ai00 replaces vectors with the LoRA file's

@@ -2,29 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { packBf16, unpackBf16, type Tensor } from '../../src/gpu/tensor.js';
 import { matmulBf16, matmulF32 } from '../../src/kernels/matmul.js';
 import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
-
-/** float64 reference: alpha·op(A)·op(B) (+ c0), op(A) [M,K] and op(B) [K,N] read from their stored layouts. */
-function refMatmul(
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  m: number,
-  k: number,
-  n: number,
-  transA: boolean,
-  transB: boolean,
-  alpha: number,
-  c0?: ArrayLike<number>,
-): Float64Array {
-  const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let l = 0; l < k; l++) s += a[transA ? l * m + i : i * k + l] * b[transB ? j * k + l : l * n + j];
-      out[i * n + j] = alpha * s + (c0 ? c0[i * n + j] : 0);
-    }
-  }
-  return out;
-}
+import { refMatmul } from '../reference/matmul.js';
 
 interface Case {
   m: number;
@@ -53,7 +31,7 @@ async function check(
   else poison(gpu, tc);
   mm(ta, tc);
   const out = await gpu.readF32(tc);
-  const ref = refMatmul(a, bStored, c.m, c.k, c.n, c.transA, c.transB, c.alpha, c0);
+  const { ref } = refMatmul(a, bStored, c.m, c.k, c.n, c.transA, c.transB, c.alpha, c0);
   expectClose(`matmul ${JSON.stringify(c)}`, out, ref, bound, rng);
   gpu.free(ta);
   gpu.free(tc);

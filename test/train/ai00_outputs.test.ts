@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/io/model_file.js';
-import { loadModel } from '../../src/train/load_model.js';
 import { trainLora } from '../../src/train/trainer.js';
 import { freshRng, getGpu, relErr } from '../helpers.js';
+import { modelLogits } from './model_logits.js';
 
 const root = mkdtempSync(join(tmpdir(), 'rwkv-ai00-out-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -43,14 +43,7 @@ describe('trainLora with merge_st and lora_st', () => {
 
     const rng = freshRng();
     const ids = Array.from({ length: 20 }, () => 1 + rng.int(96));
-    const logitsOf = async (path: string, lora?: string): Promise<Float32Array> => {
-      const m = await loadModel(path, { lora, ctxLen: 32, gpu });
-      try {
-        return await m.logits(ids);
-      } finally {
-        m.dispose();
-      }
-    };
+    const logitsOf = (path: string, lora?: string): Promise<Float32Array> => modelLogits(gpu, ids, path, lora);
     const withLora = await logitsOf(o.baseModel, o.adapters[1]);
     const base = await logitsOf(o.baseModel);
     const mergedSt = await logitsOf(o.mergedSt!);

@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/io/model_file.js';
 import { hostToF32 } from '../../src/model/weights.js';
-import { loadModel } from '../../src/train/load_model.js';
 import { mergeLora } from '../../src/train/merge.js';
 import { claimRunDir } from '../../src/train/run_dir.js';
 import { trainLora, type TrainSummary } from '../../src/train/trainer.js';
 import { freshRng, getGpu, relErr } from '../helpers.js';
+import { modelLogits } from './model_logits.js';
 
 const root = mkdtempSync(join(tmpdir(), 'rwkv-trainer-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -93,14 +93,7 @@ describe('trainLora', () => {
     const gpu = await getGpu();
     const rng = freshRng();
     const ids = Array.from({ length: 20 }, () => 1 + rng.int(96));
-    const logitsOf = async (path: string, lora?: string): Promise<Float32Array> => {
-      const m = await loadModel(path, { lora, ctxLen: 32, gpu });
-      try {
-        return await m.logits(ids);
-      } finally {
-        m.dispose();
-      }
-    };
+    const logitsOf = (path: string, lora?: string): Promise<Float32Array> => modelLogits(gpu, ids, path, lora);
     const o = full.outputs;
     const withLora = await logitsOf(o.baseModel, o.adapters[1]);
     const merged = await logitsOf(o.merged!);

@@ -6,7 +6,7 @@
  * may place those either side).
  */
 import { describe, expect, it } from 'vitest';
-import { sampleTopP } from '../../src/train/sample_top_p.js';
+import { sampleTopP } from '../../src/kernels/sample_top_p.js';
 import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
 
 interface RefSample {

@@ -11,7 +11,7 @@
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import { numel, type Tensor } from '../gpu/tensor.js';
-import { uniforms } from '../kernels/common.js';
+import { uniforms } from './common.js';
 
 const WG = 256;
 /** Bisection probes: the threshold interval shrinks to 2^-40 of the top probability. */
