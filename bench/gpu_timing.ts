@@ -3,6 +3,7 @@
  * { profile: true }. Each dispatch is timed on its own, so the figure is the kernels'
  * time without the gaps between them; the split by kernel comes with it.
  */
+import { spawnSync } from 'node:child_process';
 import type { GpuRuntime } from '../src/gpu/device.js';
 
 export interface GpuTime {
@@ -31,10 +32,31 @@ async function measure(gpu: GpuRuntime, record: () => void, reps: number): Promi
   return { ms, byKernel };
 }
 
-/** Warms up (pipeline compilation), then repeats `record` until about `minMs` of GPU time. */
-export async function gpuTime(gpu: GpuRuntime, record: () => void, minMs = 40, maxReps = 50): Promise<GpuTime> {
+/**
+ * Keeps the GPU busy with `record` for about `ms` of wall time: its clocks drop while the
+ * host builds inputs, and without this a first H200 run read the same kernels up to 4×
+ * slower from one configuration to the next.
+ */
+export async function warmUp(gpu: GpuRuntime, record: () => void, ms: number): Promise<void> {
+  const t0 = performance.now();
+  do {
+    for (let i = 0; i < 10; i++) record();
+    await gpu.sync();
+  } while (performance.now() - t0 < ms);
+}
+
+/** SM clock now (nvidia-smi), to tell a slow kernel from a clocked-down card. */
+export function smClockMHz(): number | undefined {
+  const r = spawnSync('nvidia-smi', ['--query-gpu=clocks.sm', '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
+  const v = r.status === 0 ? Number(r.stdout.trim()) : NaN;
+  return Number.isFinite(v) ? v : undefined;
+}
+
+/** Warms up (pipeline compilation, clocks), then repeats `record` until about `minMs` of GPU time. */
+export async function gpuTime(gpu: GpuRuntime, record: () => void, minMs = 40, maxReps = 50, warmMs = 150): Promise<GpuTime> {
   record();
   await gpu.sync();
+  await warmUp(gpu, record, warmMs);
   const one = await measure(gpu, record, 1);
   const reps = Math.max(1, Math.min(maxReps, Math.ceil(minMs / Math.max(one.ms, 1e-3))));
   return measure(gpu, record, reps);

@@ -6,7 +6,7 @@
 import type { GpuRuntime } from '../src/gpu/device.js';
 import { numel, type Tensor } from '../src/gpu/tensor.js';
 import { matmulBf16, matmulF32, setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
-import { matmulTcBf16, type TcTiling } from '../src/kernels/matmul_tc.js';
+import { matmulTcBf16, parseTcTiling } from '../src/kernels/matmul_tc.js';
 import { Rng } from '../src/util/rng.js';
 import { gpuTime } from './gpu_timing.js';
 import { flops, type MatmulShape } from './layouts.js';
@@ -112,12 +112,6 @@ export interface TilingResult {
   tflops: number;
 }
 
-export function parseTiling(s: string): TcTiling {
-  const [wm, wn, tm, tn, bk] = s.split('x').map(Number);
-  if (![wm, wn, tm, tn, bk].every((v) => Number.isInteger(v) && v > 0)) throw new Error(`tiling ${s}: expected WMxWNxTMxTNxBK, e.g. 2x4x4x2x32`);
-  return { wm, wn, tm, tn, bk };
-}
-
 /** The tensor-core product kernel alone (f16 copy excluded) under each tiling, on bf16 shapes. */
 export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape[], tilings: readonly string[], log: (line: string) => void): Promise<TilingResult[]> {
   const rng = new Rng(12);
@@ -126,7 +120,7 @@ export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape
     const o = operands(gpu, s, rng);
     if (typeof o === 'string') continue;
     for (const name of tilings) {
-      const tiling = parseTiling(name);
+      const tiling = parseTcTiling(name);
       let t;
       try {
         t = await gpuTime(gpu, () =>

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { acquireGpu } from '../src/gpu/device.js';
 import type { MatmulMode } from '../src/kernels/matmul.js';
-import { tcSupport } from '../src/kernels/matmul_tc.js';
+import { parseTcTiling, setTcTiling, tcSupport, tcTiling, tcTilingName } from '../src/kernels/matmul_tc.js';
 import { gpuCard } from './gpu_memory.js';
 import { layoutDims, shapeKey, stepMatmuls, type MatmulShape } from './layouts.js';
 import { benchMatmuls, benchTilings, type MatmulResult, type TilingResult } from './matmul_bench.js';
@@ -33,7 +33,9 @@ const USAGE = `usage: npm run bench -- [options]
   --r N              LoRA rank (default 64)
   --paths LIST       matmul paths timed: f32,tc (default both)
   --matmul MODE      matmul mode of the training steps: auto, f32 or tc (default auto)
-  --tilings LIST     also time tensor-core tilings WMxWNxTMxTNxBK on the 1.5B bf16 products
+  --tilings LIST     also time tensor-core tilings on the 1.5B bf16 products: WMxWNxTMxTNxBK
+                     with optional suffixes d (double-buffered) and g (A from storage)
+  --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
   --safe             keep Dawn's robustness checks and workgroup zero-init (default: off)
   --train-profile    per-kernel GPU times of the training steps (slower steps; breakdown only)
   --out FILE         JSON path (default bench/results/bench-<time>.json)`;
@@ -53,6 +55,7 @@ const { values: opt } = parseArgs({
     paths: { type: 'string', default: 'f32,tc' },
     matmul: { type: 'string', default: 'auto' },
     tilings: { type: 'string' },
+    'tc-tiling': { type: 'string' },
     safe: { type: 'boolean', default: false },
     'train-profile': { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -84,6 +87,7 @@ const [r] = ints(opt.r, 'r');
 const paths = list(opt.paths) as MatmulMode[];
 if (!['auto', 'f32', 'tc'].includes(opt.matmul)) throw new Error(`--matmul ${opt.matmul}: expected auto, f32 or tc`);
 const fast = !opt.safe;
+const tcTilingOpt = opt['tc-tiling'] ? parseTcTiling(opt['tc-tiling']) : undefined;
 
 const log = (s: string): void => console.log(s);
 const git = (args: string[]): string => spawnSync('git', args, { encoding: 'utf8' }).stdout?.trim() ?? '';
@@ -97,6 +101,7 @@ const meta = {
   fast,
   adapter: '',
   tensorCores: '',
+  tcTiling: '',
 };
 
 // ---- PyTorch: build its WKV7 kernel now (CPU), time once the WGSL side is done ----
@@ -147,9 +152,11 @@ const wkvResults: WkvResult[] = [];
 {
   const gpu = await acquireGpu({ fast, profile: true });
   const tc = tcSupport(gpu);
+  if (tcTilingOpt) setTcTiling(gpu, tcTilingOpt);
+  meta.tcTiling = tcTilingName(tcTiling(gpu));
   meta.adapter = gpu.report().description;
   meta.tensorCores = tc ? `f16 ${tc.shape.M}x${tc.shape.N}x${tc.shape.K} -> f32, subgroup ${tc.subgroupSize}` : 'none';
-  log(`# ${meta.card ?? 'no nvidia-smi'} | adapter ${meta.adapter} | tensor cores: ${meta.tensorCores} | fast toggles ${fast ? 'on' : 'off'}`);
+  log(`# ${meta.card ?? 'no nvidia-smi'} | adapter ${meta.adapter} | tensor cores: ${meta.tensorCores} (tiling ${meta.tcTiling}) | fast toggles ${fast ? 'on' : 'off'}`);
   log(`# ${meta.date} commit ${meta.commit} (${meta.uncommitted} uncommitted paths) | ${meta.command}`);
   if (parts.has('matmul')) {
     for (const layout of layouts) {
@@ -185,7 +192,7 @@ if (parts.has('train')) {
     log(`  ${layout}: random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     for (const c of trainCases.filter((x) => x.layout === layout)) {
       const res = await benchTrain(
-        { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, fast, matmul: opt.matmul as MatmulMode, profile: opt['train-profile'] },
+        { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, fast, matmul: opt.matmul as MatmulMode, tcTiling: tcTilingOpt, profile: opt['train-profile'] },
         weights,
         dims.vocab,
       );
@@ -209,7 +216,7 @@ for (const res of trainResults) {
   floors.set(`${res.layout} ${M} ${res.gradCp}`, floorOf(stepShapes.get(`${res.layout} ${M}`)!, res.gradCp, M, torch));
 }
 const sections: string[] = [
-  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}; Dawn release toggles ${fast ? 'on' : 'off'}.`,
+  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}, tiling ${meta.tcTiling}; Dawn release toggles ${fast ? 'on' : 'off'}.`,
   `Date: ${meta.date}. Commit: ${meta.commit} (${meta.uncommitted} paths uncommitted). Command: \`${meta.command}\`.`,
 ];
 if (torch) sections.push(`PyTorch ${torch.torch} (CUDA ${torch.cuda}) on ${torch.device}; its WKV7 kernel against float64: ${JSON.stringify(torch.wkvCheck)}.`);

@@ -6,6 +6,7 @@
  */
 import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
 import { setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
+import { setTcTiling, type TcTiling } from '../src/kernels/matmul_tc.js';
 import { RWKV7_LORA_TARGETS } from '../src/lora/lora.js';
 import { Rwkv7Model, type Rwkv7Memory } from '../src/model/rwkv7.js';
 import type { HostTensor } from '../src/model/weights.js';
@@ -24,6 +25,8 @@ export interface TrainConfig {
   steps: number;
   fast: boolean;
   matmul: MatmulMode;
+  /** Tensor-core tiling (src/kernels/matmul_tc.ts); the default when absent. */
+  tcTiling?: TcTiling;
   /** Per-kernel timestamps (each dispatch in a pass of its own: slower, for the breakdown only). */
   profile: boolean;
 }
@@ -64,6 +67,7 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
     const t0 = performance.now();
     gpu = await acquireGpu({ fast: cfg.fast, profile: cfg.profile });
     setMatmulMode(gpu, cfg.matmul);
+    if (cfg.tcTiling) setTcTiling(gpu, cfg.tcTiling);
     const model = new Rwkv7Model(gpu, weights, {
       B: cfg.B,
       T: cfg.T,

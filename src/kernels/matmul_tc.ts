@@ -7,9 +7,12 @@
  * layout and rounded to f16 in the shader, or op(B)ᵀ's scaled f16 copy [Np, Kp].
  * Each workgroup stages BM×BK of A and BN×BK of B through workgroup memory (the next
  * tile is fetched into registers while this one is multiplied) and its subgroups each
- * own TM×TN matrix tiles of the BM×BN output. Matrix load offsets come from
- * subgroup_id, which is uniform across each subgroup though WGSL's analysis cannot
- * prove it, hence the diagnostic directive.
+ * own TM×TN matrix tiles of the BM×BN output. Options of the tiling: `double` keeps two
+ * staging buffers, so one barrier per K step suffices (the next step's stores go to the
+ * other buffer); `aGlobal` loads A's matrices straight from the f16 copy in storage
+ * (padded, so never out of bounds), leaving workgroup memory and its scalar f16 stores to
+ * B alone. Matrix load offsets come from subgroup_id, which is uniform across each
+ * subgroup though WGSL's analysis cannot prove it, hence the diagnostic directive.
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import type { BindingKind } from '../gpu/pipelines.js';
@@ -31,11 +34,39 @@ export interface TcTiling {
   tm: number;
   tn: number;
   bk: number;
+  /** Two staging buffers, one barrier per K step. */
+  double?: boolean;
+  /** A's matrices loaded from storage, not staged. */
+  aGlobal?: boolean;
+}
+
+/** WMxWNxTMxTNxBK with optional suffixes d (double) and g (aGlobal), e.g. 2x2x4x4x32dg. */
+export function parseTcTiling(s: string): TcTiling {
+  const m = /^(\d+)x(\d+)x(\d+)x(\d+)x(\d+)([dg]*)$/.exec(s);
+  const nums = m ? m.slice(1, 6).map(Number) : [];
+  if (!m || !nums.every((v) => v > 0)) throw new Error(`tensor-core tiling ${s}: expected WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from storage), e.g. 2x2x4x4x32dg`);
+  const [wm, wn, tm, tn, bk] = nums;
+  return { wm, wn, tm, tn, bk, double: m[6].includes('d'), aGlobal: m[6].includes('g') };
+}
+
+export function tcTilingName(t: TcTiling): string {
+  return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}${t.aGlobal ? 'g' : ''}`;
 }
 
 // 2×2 subgroups of 4×4 tiles (128×128 per workgroup): the fastest of the four tilings
 // timed on the H200 on every dominant 1.5B product (bench/RESULTS.md).
 export const TC_TILING: TcTiling = { wm: 2, wn: 2, tm: 4, tn: 4, bk: 32 };
+
+const chosenTiling = new WeakMap<GpuRuntime, TcTiling>();
+
+/** The tiling later products on this runtime use (benchmarks compare them); TC_TILING by default. */
+export function setTcTiling(gpu: GpuRuntime, t: TcTiling): void {
+  chosenTiling.set(gpu, t);
+}
+
+export function tcTiling(gpu: GpuRuntime): TcTiling {
+  return chosenTiling.get(gpu) ?? TC_TILING;
+}
 
 /**
  * How B is stored: 'nk' a bf16 weight [N, K] (a Linear's W for x·Wᵀ), 'kn' a bf16 [K, N],
@@ -82,7 +113,7 @@ function blocks(t: TcTiling, s: TcSupport): Blocks {
 }
 
 /** Padded rows and K of the f16 copies a product with this tiling reads. */
-export function tcPadding(gpu: GpuRuntime, t: TcTiling = TC_TILING): { rowsA: number; rowsB: number; k: number } {
+export function tcPadding(gpu: GpuRuntime, t: TcTiling = tcTiling(gpu)): { rowsA: number; rowsB: number; k: number } {
   const s = tcSupport(gpu);
   if (!s) throw new Error('tensor-core matmul: this adapter has no f16 subgroup-matrix configuration');
   const b = blocks(t, s);
@@ -95,7 +126,7 @@ function put8(arr: string, offset: string, value: string): string {
   return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
 }
 
-function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: number): string {
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
@@ -103,10 +134,21 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
   const kn = bKind === 'kn' || bKind === 'kn-s';
   const LDB = kn ? BN + 8 : BK + 8;
   const vecB = bKind === 'nk' || bKind === 'kn' || bKind === 'f16';
-  const aUnits = (BM * BK) / 8 / TH;
+  const aGlobal = t.aGlobal ?? false;
+  const bufs = t.double ? 2 : 1;
+  const aUnits = aGlobal ? 0 : (BM * BK) / 8 / TH;
   const bUnits = vecB ? (BN * BK) / 8 / TH : (BN * BK) / TH;
   if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
-    throw new Error(`tensor-core tiling ${JSON.stringify(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
+    throw new Error(`tensor-core tiling ${tcTilingName(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
+  }
+  const sizeA = aGlobal ? 0 : BM * LDA;
+  const sizeB = kn ? BK * LDB : BN * LDB;
+  const subgroups = TH / s.subgroupSize;
+  const stagingBytes = bufs * (sizeA + sizeB) * 2;
+  // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory allows.
+  const tilesPerPass = [t.tm * t.tn, t.tn, 1].find((n) => stagingBytes + subgroups * n * SM * SN * 4 <= maxWorkgroupBytes);
+  if (tilesPerPass === undefined) {
+    throw new Error(`tensor-core tiling ${tcTilingName(t)}: needs ${stagingBytes + subgroups * SM * SN * 4} bytes of workgroup memory, this adapter allows ${maxWorkgroupBytes}`);
   }
   const lines: string[] = [];
   const emit = (s: string): number => lines.push(s);
@@ -136,24 +178,24 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
     }
   });
 
-  // ---- registers -> workgroup memory, as f16 ----
+  // ---- registers -> workgroup memory (buffer at sAo / sBo), as f16 ----
   const storeA = Array.from({ length: aUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
-    return put8('sA', `(${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
+    return put8('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
   });
   const storeB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
-        return put8('sB', `(${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(rb${j})`);
+        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(rb${j})`);
       case 'nk':
-        return put8('sB', `(${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `bf16x8(rb${j})`);
+        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `bf16x8(rb${j})`);
       case 'kn':
-        return put8('sB', `(${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `bf16x8(rb${j})`);
+        return put8('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `bf16x8(rb${j})`);
       case 'nk-s':
-        return `sB[(${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
+        return `sB[sBo + (${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
       case 'kn-s':
-        return `sB[(${u} / ${BN}u) * ${LDB}u + ${u} % ${BN}u] = f16(rb${j});`;
+        return `sB[sBo + (${u} / ${BN}u) * ${LDB}u + ${u} % ${BN}u] = f16(rb${j});`;
     }
   });
 
@@ -163,10 +205,14 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
   for (let kk = 0; kk < BK; kk += SK) {
     mma.push('{');
     for (let i = 0; i < t.tm; i++) {
-      mma.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`);
+      mma.push(
+        aGlobal
+          ? `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&a16h, (m0 + aRow + ${i * SM}u) * p.kp + kt + ${kk}u, false, p.kp);`
+          : `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, sAo + (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`,
+      );
     }
     for (let j = 0; j < t.tn; j++) {
-      const off = kn ? `${kk * LDB}u + bCol + ${j * SN}u` : `(bCol + ${j * SN}u) * ${LDB}u + ${kk}u`;
+      const off = kn ? `sBo + ${kk * LDB}u + bCol + ${j * SN}u` : `sBo + (bCol + ${j * SN}u) * ${LDB}u + ${kk}u`;
       mma.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${SN}, ${SK}>>(&sB, ${off}, ${kn ? 'false' : 'true'}, ${LDB}u);`);
     }
     for (let i = 0; i < t.tm; i++) {
@@ -176,15 +222,15 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
   }
   const mmaBlock = mma.join('\n    ');
 
-  // ---- epilogue: each tile through workgroup memory, scaled, bounds-checked ----
+  // ---- epilogue: tiles through workgroup memory, tilesPerPass per barrier pair, scaled, bounds-checked ----
   const epi: string[] = [];
-  for (let i = 0; i < t.tm; i++) {
-    for (let j = 0; j < t.tn; j++) {
-      epi.push(`subgroupMatrixStore(&sC, cBase, ${acc(i, j)}, false, ${SN}u);
-  workgroupBarrier();
-  writeTile(cBase, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u);
-  workgroupBarrier();`);
-    }
+  const tiles = Array.from({ length: t.tm * t.tn }, (_, q) => [Math.floor(q / t.tn), q % t.tn] as const);
+  for (let q0 = 0; q0 < tiles.length; q0 += tilesPerPass) {
+    const pass = tiles.slice(q0, q0 + tilesPerPass);
+    pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, false, ${SN}u);`));
+    epi.push('workgroupBarrier();');
+    pass.forEach(([i, j], e) => epi.push(`writeTile(cBase + ${e * SM * SN}u, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u);`));
+    epi.push('workgroupBarrier();');
   }
 
   const hasEb = bKind === 'f16';
@@ -196,6 +242,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind): string {
         : '@group(0) @binding(3) var<storage, read> ws: array<u32>;';
   const cBinding = hasEb ? 5 : 4;
   const bRegType = vecB ? 'vec4u' : 'f32';
+  const swap = `${aGlobal ? '' : `sAo = ${sizeA}u - sAo; `}sBo = ${sizeB}u - sBo;`;
   emit(`diagnostic(off, chromium.subgroup_matrix_uniformity);
 enable f16;
 enable subgroups;
@@ -203,14 +250,14 @@ enable chromium_experimental_subgroup_matrix;
 
 struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a16: array<vec4u>;
+${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
 ${bBinding}
 @group(0) @binding(${cBinding}) var<storage, read_write> c: array<f32>;
 
-var<workgroup> sA: array<f16, ${BM * LDA}>;
-var<workgroup> sB: array<f16, ${kn ? BK * LDB : BN * LDB}>;
-var<workgroup> sC: array<f32, ${(TH / s.subgroupSize) * SM * SN}>;
+${aGlobal ? '' : `var<workgroup> sA: array<f16, ${bufs * sizeA}>;`}
+var<workgroup> sB: array<f16, ${bufs * sizeB}>;
+var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
 
 fn f16x8(v: vec4u) -> array<vec2<f16>, 4> {
   return array(bitcast<vec2<f16>>(v.x), bitcast<vec2<f16>>(v.y), bitcast<vec2<f16>>(v.z), bitcast<vec2<f16>>(v.w));
@@ -250,10 +297,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let n0 = (t / p.tilesM) * ${BN}u;
   let aRow = (sg / ${t.wn}u) * ${t.tm * SM}u;
   let bCol = (sg % ${t.wn}u) * ${t.tn * SN}u;
-  let cBase = sg * ${SM * SN}u;
-  ${Array.from({ length: t.tm * t.tn }, (_, q) => `var ${acc(Math.floor(q / t.tn), q % t.tn)} = subgroup_matrix_result<f32, ${SN}, ${SM}>();`).join('\n  ')}
+  let cBase = sg * ${tilesPerPass * SM * SN}u;
+  ${tiles.map(([i, j]) => `var ${acc(i, j)} = subgroup_matrix_result<f32, ${SN}, ${SM}>();`).join('\n  ')}
   ${Array.from({ length: aUnits }, (_, j) => `var ra${j}: vec4u;`).join(' ')}
   ${Array.from({ length: bUnits }, (_, j) => `var rb${j}: ${bRegType};`).join(' ')}
+  ${aGlobal ? '' : 'var sAo = 0u;'}
+  var sBo = 0u;
   var k0 = 0u;
   ${loadA.join('\n  ')}
   ${loadB.join('\n  ')}
@@ -267,7 +316,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       ${loadB.join('\n      ')}
     }
     ${mmaBlock}
-    workgroupBarrier();
+    ${t.double ? swap : 'workgroupBarrier();'}
   }
   ${epi.join('\n  ')}
 }`);
@@ -297,9 +346,9 @@ function tcDispatch(
   const kp = a16.shape[1];
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
-  const key = `${b.kind}_${tiling.wm}x${tiling.wn}_${tiling.tm}x${tiling.tn}_k${tiling.bk}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  const key = `${b.kind}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
   const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(b.eb ? (['read'] as const) : []), 'rw'];
-  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind));
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, gpu.limits.maxComputeWorkgroupStorageSize));
   const u = uniforms([
     ['u32', prod.m],
     ['u32', prod.n],
@@ -333,7 +382,7 @@ export function matmulTcBf16(
   w: Tensor,
   c: Tensor,
   prod: TcProduct & { transA: boolean; transW: boolean },
-  tiling: TcTiling = TC_TILING,
+  tiling: TcTiling = tcTiling(gpu),
 ): void {
   const pad = tcPadding(gpu, tiling);
   const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
@@ -351,7 +400,7 @@ export function matmulTcF32(
   b: Tensor,
   c: Tensor,
   prod: TcProduct & { transA: boolean; transB: boolean },
-  tiling: TcTiling = TC_TILING,
+  tiling: TcTiling = tcTiling(gpu),
 ): void {
   const pad = tcPadding(gpu, tiling);
   const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);

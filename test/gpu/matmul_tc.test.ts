@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulBf16, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
-import { tcSupport } from '../../src/kernels/matmul_tc.js';
+import { parseTcTiling, setTcTiling, TC_TILING, tcSupport } from '../../src/kernels/matmul_tc.js';
 import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
 import { refMatmul } from '../reference/matmul.js';
 
@@ -125,6 +125,41 @@ describe('tensor-core matmul', () => {
           for (const t of [ta, tb, tcOut]) gpu.free(t);
         });
       }
+    }
+  }
+
+  // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts.
+  for (const name of ['2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x32dg']) {
+    for (const [m, k, n] of [[200, 96, 264], [129, 300, 17]] as const) {
+      it(`tiling ${name}: matmulBf16 both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
+        setMatmulMode(gpu, 'tc');
+        setTcTiling(gpu, parseTcTiling(name));
+        try {
+          const rng = freshRng();
+          const a = wideRows(rng, m, k, false);
+          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
+          const w = unpackBf16(bits, k * n);
+          const ta = gpu.upload(a, [m, k], 'f32', 'a');
+          const out = gpu.tensor([m, n], 'f32', 'c');
+          for (const transW of [true, false]) {
+            const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
+            poison(gpu, out);
+            matmulBf16(gpu, ta, tw, out, { transW });
+            expectRounding(`${name} transW=${transW}`, await gpu.readF32(out), refMatmul(a, w, m, k, n, false, transW, 1), m, n, roundingBound(k, 1), rng);
+            gpu.free(tw);
+          }
+          const at = wideRows(rng, m, k, true);
+          const b = f32(rng.normals(k * n));
+          const tat = gpu.upload(at, [k, m], 'f32', 'aT');
+          const tb = gpu.upload(b, [k, n], 'f32', 'b');
+          poison(gpu, out);
+          matmulF32(gpu, tat, tb, out, { transA: true });
+          expectRounding(`${name} f32 Aᵀ·B`, await gpu.readF32(out), refMatmul(at, b, m, k, n, true, false, 1), m, n, roundingBound(k, 2), rng);
+          for (const t of [ta, out, tat, tb]) gpu.free(t);
+        } finally {
+          setTcTiling(gpu, TC_TILING);
+        }
+      });
     }
   }
 
