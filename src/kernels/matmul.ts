@@ -9,14 +9,21 @@ import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
 import { matmulTcBf16, matmulTcF32, tcSupport } from './matmul_tc.js';
 
-// 64x64 output tile per workgroup of 16x16 threads, each thread 4x4 outputs;
-// the two K-slices of 16 take 2 x 4 KiB of workgroup memory (lavapipe allows 16 KiB).
-const BM = 64;
-const BN = 64;
+// Workgroups of 16x16 threads compute a 128x64 output tile (each thread 8x4 outputs) or,
+// for outputs wider than tall, 64x128 (4x8); K is staged 16 at a time, in at most
+// 12.5 KiB of workgroup memory (lavapipe allows 16 KiB).
 const BK = 16;
 const TX = 16;
 const TY = 16;
 const THREADS = TX * TY;
+
+interface F32Tile {
+  bm: number;
+  bn: number;
+}
+
+const TALL: F32Tile = { bm: 128, bn: 64 };
+const WIDE: F32Tile = { bm: 64, bn: 128 };
 
 export interface MatmulOptions {
   /** Add into C instead of overwriting it (gradient accumulation). */
@@ -88,9 +95,15 @@ interface Spec {
 }
 
 /** split: write this K slice's partial product to `c` (the partials, [splits, M, N]) unscaled. */
-function matmulWgsl({ transA, transB, bDtype }: Spec, split: boolean): string {
+function matmulWgsl({ transA, transB, bDtype }: Spec, split: boolean, t: F32Tile): string {
+  const { bm: BM, bn: BN } = t;
+  const RM = BM / TY;
+  const RN = BN / TX;
+  const SA = BM + 4;
+  const SB = BN + 4;
   // Each thread loads elements li + r·THREADS of a tile; the faster-varying tile index
-  // follows the stored layout so neighbouring threads read neighbouring addresses.
+  // follows the stored layout so neighbouring threads read neighbouring addresses. The
+  // staged rows are padded by 4 so that transposing stores hit different banks.
   const aTile = transA ? `let mm = e % ${BM}u; let kk = e / ${BM}u;` : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
   const bTile = transB ? `let kk = e % ${BK}u; let nn = e / ${BK}u;` : `let nn = e % ${BN}u; let kk = e / ${BN}u;`;
   const aIndex = transA ? 'k * p.m + m' : 'm * p.k + k';
@@ -101,14 +114,36 @@ function matmulWgsl({ transA, transB, bDtype }: Spec, split: boolean): string {
       : /* wgsl */ `
 fn readB(i: u32) -> f32 { return b[i]; }
 `;
+  const av = (q: number): string => `a${q >> 2}.${'xyzw'[q & 3]}`;
+  const body: string[] = [];
+  for (let q = 0; q < RM / 4; q++) body.push(`let a${q} = sa[kk * ${SA / 4}u + lid.y * ${RM / 4}u + ${q}u];`);
+  for (let q = 0; q < RN / 4; q++) body.push(`let b${q} = sb[kk * ${SB / 4}u + lid.x * ${RN / 4}u + ${q}u];`);
+  for (let i = 0; i < RM; i++) for (let q = 0; q < RN / 4; q++) body.push(`acc${i}_${q} = fma(vec4f(${av(i)}), b${q}, acc${i}_${q});`);
+  const accs = Array.from({ length: RM }, (_, i) => Array.from({ length: RN / 4 }, (_, q) => `acc${i}_${q}`)).flat();
+  const store = (i: number, q: number): string => `{
+    let m = m0 + lid.y * ${RM}u + ${i}u;
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x * ${RN}u + ${4 * q}u + j;
+      if (m < p.m && n < p.n) {
+        let o = m * p.n + n;
+${
+  split
+    ? `        c[s * p.m * p.n + o] = acc${i}_${q}[j];`
+    : `        var v = p.alpha * acc${i}_${q}[j];
+        if (p.accumulate != 0u) { v += c[o]; }
+        c[o] = v;`
+}
+      }
+    }
+  }`;
   return /* wgsl */ `
 struct P { m: u32, n: u32, k: u32, tilesN: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32, splits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<${bDtype === 'bf16' ? 'u32' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-var<workgroup> sa: array<f32, ${BK * BM}>;
-var<workgroup> sb: array<f32, ${BK * BN}>;
+var<workgroup> sa: array<vec4f, ${(BK * SA) / 4}>;
+var<workgroup> sb: array<vec4f, ${(BK * SB) / 4}>;
 ${bRead}
 fn loadA(m: u32, k: u32, kEnd: u32) -> f32 {
   if (m >= p.m || k >= kEnd) { return 0.0; }
@@ -132,47 +167,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kEnd = min(p.k, kBeg + p.kChunk);
   let m0 = (t / p.tilesN) * ${BM}u;
   let n0 = (t % p.tilesN) * ${BN}u;
-  // Thread (x, y) owns rows y + ${TY}·i and columns x + ${TX}·j: strided, so reads of the
-  // tiles and writes of C are contiguous across a row of threads.
-  var acc: array<vec4f, 4>;
-  for (var i = 0u; i < 4u; i++) { acc[i] = vec4f(0.0); }
+  // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and ${RN} consecutive columns from
+  // x·${RN}: its operands are whole vec4s of the staged tiles.
+  ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
   for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
     for (var r = 0u; r < ${(BM * BK) / THREADS}u; r++) {
       let e = li + r * ${THREADS}u;
       ${aTile}
-      sa[kk * ${BM}u + mm] = loadA(m0 + mm, k0 + kk, kEnd);
+      sa[kk * ${SA / 4}u + mm / 4u][mm % 4u] = loadA(m0 + mm, k0 + kk, kEnd);
     }
     for (var r = 0u; r < ${(BN * BK) / THREADS}u; r++) {
       let e = li + r * ${THREADS}u;
       ${bTile}
-      sb[kk * ${BN}u + nn] = loadB(k0 + kk, n0 + nn, kEnd);
+      sb[kk * ${SB / 4}u + nn / 4u][nn % 4u] = loadB(k0 + kk, n0 + nn, kEnd);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${BK}u; kk++) {
-      let bv = vec4f(sb[kk * ${BN}u + lid.x], sb[kk * ${BN}u + lid.x + ${TX}u],
-                     sb[kk * ${BN}u + lid.x + ${2 * TX}u], sb[kk * ${BN}u + lid.x + ${3 * TX}u]);
-      for (var i = 0u; i < 4u; i++) {
-        acc[i] = fma(vec4f(sa[kk * ${BM}u + lid.y + i * ${TY}u]), bv, acc[i]);
-      }
+      ${body.join('\n      ')}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    let m = m0 + lid.y + i * ${TY}u;
-    if (m >= p.m) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x + j * ${TX}u;
-      if (n >= p.n) { break; }
-      let o = m * p.n + n;
-${
-  split
-    ? '      c[s * p.m * p.n + o] = acc[i][j];'
-    : `      var v = p.alpha * acc[i][j];
-      if (p.accumulate != 0u) { v += c[o]; }
-      c[o] = v;`
-}
-    }
-  }
+  ${Array.from({ length: RM }, (_, i) => Array.from({ length: RN / 4 }, (_, q) => store(i, q))).flat().join('\n  ')}
 }`;
 }
 
@@ -224,14 +239,15 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
     else matmulTcF32(gpu, a, b, c, { ...prod, transB: spec.transB });
     return;
   }
-  const tilesN = Math.ceil(n / BN);
-  const tiles = Math.ceil(m / BM) * tilesN;
+  const tile = n > m ? WIDE : TALL;
+  const tilesN = Math.ceil(n / tile.bn);
+  const tiles = Math.ceil(m / tile.bm) * tilesN;
   const wanted = opts.splitK ?? chooseSplits(tiles, k);
   if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`${op}: splitK = ${wanted}, expected a positive integer`);
   const kChunk = Math.ceil(k / wanted / BK) * BK;
   const splits = Math.ceil(k / kChunk);
-  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}${splits > 1 ? '_split' : ''}`;
-  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec, splits > 1));
+  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}_${tile.bm}x${tile.bn}${splits > 1 ? '_split' : ''}`;
+  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec, splits > 1, tile));
   const u = uniforms([
     ['u32', m],
     ['u32', n],

@@ -37,7 +37,8 @@ async function check(
   gpu.free(tc);
 }
 
-// [M, K, N]: single elements, partial tiles on every side, long thin and wide shapes.
+// [M, K, N]: single elements, partial tiles on every side, long thin and wide shapes,
+// several tiles both ways in the tall (128x64) and the wide (64x128) tiling.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [17, 129, 1],
@@ -45,6 +46,7 @@ const SHAPES: [number, number, number][] = [
   [1000, 33, 70],
   [129, 300, 17],
   [65, 16, 64],
+  [130, 20, 260],
 ];
 
 // f32 accumulation over K terms of unit normals: the error is O(u·sqrt(K)), u = 6e-8.
