@@ -119,7 +119,7 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
       res.topKernels = (await gpu.profile())
         .map((k) => ({ kernel: k.kernel, msPerStep: (k.totalMs - (prior.get(k.kernel) ?? 0)) / cfg.steps }))
         .sort((a, b) => b.msPerStep - a.msPerStep)
-        .slice(0, 12);
+        .slice(0, 25);
     }
     res.poolPeakBytes = gpu.memory().peakBytes;
     res.modelMemory = model.memory();
