@@ -73,7 +73,8 @@ export class Profiler {
 
   async report(): Promise<KernelTime[]> {
     await Promise.all(this.pending.splice(0));
-    return [...this.totals.values()].sort((a, b) => b.totalMs - a.totalMs);
+    // Copies: callers keep a report to subtract it from a later one.
+    return [...this.totals.values()].map((e) => ({ ...e })).sort((a, b) => b.totalMs - a.totalMs);
   }
 
   reset(): void {

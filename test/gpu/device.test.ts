@@ -100,6 +100,11 @@ describe('device', () => {
       expect(prof[0].kernel).toBe('axpby');
       expect(prof[0].calls).toBe(3);
       expect(prof[0].totalMs).toBeGreaterThanOrEqual(0);
+      // A report is a snapshot: later work must not change it (benchmarks subtract one from another).
+      axpby(gpu, x, y, 1, 1);
+      await gpu.sync();
+      expect((await gpu.profile())[0].calls).toBe(4);
+      expect(prof[0].calls).toBe(3);
     } finally {
       gpu.destroy();
     }
