@@ -82,6 +82,7 @@ export function trainTable(results: readonly TrainResult[], torch: TorchResults 
       r.B,
       r.T,
       r.gradCp ? 'on' : 'off',
+      r.dawn,
       r.error ? `error: ${r.error}` : r.tokensPerSec?.toFixed(0),
       f1(r.msPerStep),
       f1(r.hostMsPerStep),
@@ -97,7 +98,7 @@ export function trainTable(results: readonly TrainResult[], torch: TorchResults 
     ];
   });
   return table(
-    ['layout', 'micro_bsz', 'ctx_len', 'grad_cp', 'tokens/s', 'ms/step', 'host ms/step (recording)', 'process CPU ms/step', 'dispatches/step', 'pool peak GiB', 'nvidia-smi peak GiB (over idle)', 'PyTorch tokens/s', 'PyTorch peak GiB (reserved)', 'ours / PyTorch', 'GFLOP/token (matmuls)', 'floor tokens/s (cuBLAS rates)'],
+    ['layout', 'micro_bsz', 'ctx_len', 'grad_cp', 'Dawn checks', 'tokens/s', 'ms/step', 'host ms/step (recording)', 'process CPU ms/step', 'dispatches/step', 'pool peak GiB', 'nvidia-smi peak GiB (over idle)', 'PyTorch tokens/s', 'PyTorch peak GiB (reserved)', 'ours / PyTorch', 'GFLOP/token (matmuls)', 'floor tokens/s (cuBLAS rates)'],
     rows,
   );
 }

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { acquireGpu } from '../src/gpu/device.js';
+import { acquireGpu, DAWN_SAVINGS, type DawnSaving } from '../src/gpu/device.js';
 import type { MatmulMode } from '../src/kernels/matmul.js';
 import { parseTcTiling, setTcTiling, tcSupport, tcTiling, tcTilingName } from '../src/kernels/matmul_tc.js';
 import { gpuCard } from './gpu_memory.js';
@@ -36,7 +36,10 @@ const USAGE = `usage: npm run bench -- [options]
   --tilings LIST     also time tensor-core tilings on the 1.5B bf16 products: WMxWNxTMxTNxBK
                      with optional suffixes d (double-buffered) and g (A from storage)
   --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
-  --safe             keep Dawn's robustness checks and workgroup zero-init (default: off)
+  --dawn LIST        Dawn check settings of the training steps, each measured: fast (no robustness
+                     clamps, no workgroup zero-init, no validation), safe (all checks), or some of
+                     disable_robustness, disable_workgroup_init, skip_validation joined by + (default fast;
+                     the kernel timings use the first)
   --train-profile    per-kernel GPU times of the training steps (slower steps; breakdown only)
   --out FILE         JSON path (default bench/results/bench-<time>.json)`;
 
@@ -56,7 +59,7 @@ const { values: opt } = parseArgs({
     matmul: { type: 'string', default: 'auto' },
     tilings: { type: 'string' },
     'tc-tiling': { type: 'string' },
-    safe: { type: 'boolean', default: false },
+    dawn: { type: 'string', default: 'fast' },
     'train-profile': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -67,6 +70,15 @@ if (opt.help) {
   process.exit(0);
 }
 const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
+function parseDawn(name: string): DawnSaving[] {
+  if (name === 'fast') return [...DAWN_SAVINGS];
+  if (name === 'safe') return [];
+  const parts = name.split('+');
+  for (const p of parts) {
+    if (!(DAWN_SAVINGS as readonly string[]).includes(p)) throw new Error(`--dawn ${name}: ${p} is not fast, safe or one of ${DAWN_SAVINGS.join(', ')}\n${USAGE}`);
+  }
+  return parts as DawnSaving[];
+}
 const ints = (s: string, what: string): number[] =>
   list(s).map((x) => {
     const v = Number(x);
@@ -86,7 +98,8 @@ const [steps] = ints(opt.steps, 'steps');
 const [r] = ints(opt.r, 'r');
 const paths = list(opt.paths) as MatmulMode[];
 if (!['auto', 'f32', 'tc'].includes(opt.matmul)) throw new Error(`--matmul ${opt.matmul}: expected auto, f32 or tc`);
-const fast = !opt.safe;
+const dawnSettings = list(opt.dawn).map((name) => ({ name, savings: parseDawn(name) }));
+const dawn = dawnSettings[0];
 const tcTilingOpt = opt['tc-tiling'] ? parseTcTiling(opt['tc-tiling']) : undefined;
 
 const log = (s: string): void => console.log(s);
@@ -98,7 +111,7 @@ const meta = {
   uncommitted: git(['status', '--porcelain']).split('\n').filter(Boolean).length,
   card: gpuCard(),
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
-  fast,
+  dawn: dawnSettings.map((d) => d.name),
   adapter: '',
   tensorCores: '',
   tcTiling: '',
@@ -150,13 +163,13 @@ const matmulResults: MatmulResult[] = [];
 const tilingResults: TilingResult[] = [];
 const wkvResults: WkvResult[] = [];
 {
-  const gpu = await acquireGpu({ fast, profile: true });
+  const gpu = await acquireGpu({ savings: dawn.savings, profile: true });
   const tc = tcSupport(gpu);
   if (tcTilingOpt) setTcTiling(gpu, tcTilingOpt);
   meta.tcTiling = tcTilingName(tcTiling(gpu));
   meta.adapter = gpu.report().description;
   meta.tensorCores = tc ? `f16 ${tc.shape.M}x${tc.shape.N}x${tc.shape.K} -> f32, subgroup ${tc.subgroupSize}` : 'none';
-  log(`# ${meta.card ?? 'no nvidia-smi'} | adapter ${meta.adapter} | tensor cores: ${meta.tensorCores} (tiling ${meta.tcTiling}) | fast toggles ${fast ? 'on' : 'off'}`);
+  log(`# ${meta.card ?? 'no nvidia-smi'} | adapter ${meta.adapter} | tensor cores: ${meta.tensorCores} (tiling ${meta.tcTiling}) | Dawn ${dawn.name}`);
   log(`# ${meta.date} commit ${meta.commit} (${meta.uncommitted} uncommitted paths) | ${meta.command}`);
   if (parts.has('matmul')) {
     for (const layout of layouts) {
@@ -191,16 +204,18 @@ if (parts.has('train')) {
     const weights = tiledRandomWeights(dims, 1);
     log(`  ${layout}: random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     for (const c of trainCases.filter((x) => x.layout === layout)) {
-      const res = await benchTrain(
-        { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, fast, matmul: opt.matmul as MatmulMode, tcTiling: tcTilingOpt, profile: opt['train-profile'] },
-        weights,
-        dims.vocab,
-      );
-      log(
-        `  train ${layout} B=${c.B} T=${ctx} grad_cp=${c.gradCp ? 'on' : 'off'}: ` +
-          (res.error ?? `${res.tokensPerSec!.toFixed(0)} tokens/s, ${res.msPerStep!.toFixed(1)} ms/step (host ${res.hostMsPerStep!.toFixed(1)}), loss ${res.loss?.toFixed(3)}, pool peak ${(res.poolPeakBytes! / 2 ** 30).toFixed(2)} GiB, nvidia-smi peak ${res.smiPeakMiB ?? '-'} MiB (idle ${res.smiBaselineMiB ?? '-'}), setup ${res.setupSeconds!.toFixed(1)} s`),
-      );
-      trainResults.push(res);
+      for (const d of dawnSettings) {
+        const res = await benchTrain(
+          { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, dawn: d.name, savings: d.savings, matmul: opt.matmul as MatmulMode, tcTiling: tcTilingOpt, profile: opt['train-profile'] },
+          weights,
+          dims.vocab,
+        );
+        log(
+          `  train ${layout} B=${c.B} T=${ctx} grad_cp=${c.gradCp ? 'on' : 'off'} Dawn ${d.name}: ` +
+            (res.error ?? `${res.tokensPerSec!.toFixed(0)} tokens/s, ${res.msPerStep!.toFixed(1)} ms/step (host ${res.hostMsPerStep!.toFixed(1)}), loss ${res.loss?.toFixed(3)}, pool peak ${(res.poolPeakBytes! / 2 ** 30).toFixed(2)} GiB, nvidia-smi peak ${res.smiPeakMiB ?? '-'} MiB (idle ${res.smiBaselineMiB ?? '-'}), setup ${res.setupSeconds!.toFixed(1)} s`),
+        );
+        trainResults.push(res);
+      }
     }
   }
 }
@@ -216,7 +231,7 @@ for (const res of trainResults) {
   floors.set(`${res.layout} ${M} ${res.gradCp}`, floorOf(stepShapes.get(`${res.layout} ${M}`)!, res.gradCp, M, torch));
 }
 const sections: string[] = [
-  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}, tiling ${meta.tcTiling}; Dawn release toggles ${fast ? 'on' : 'off'}.`,
+  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}, tiling ${meta.tcTiling}; Dawn ${dawnSettings.map((d) => d.name).join(', ')} (fast: no robustness clamps, workgroup zero-init or validation).`,
   `Date: ${meta.date}. Commit: ${meta.commit} (${meta.uncommitted} paths uncommitted). Command: \`${meta.command}\`.`,
 ];
 if (torch) sections.push(`PyTorch ${torch.torch} (CUDA ${torch.cuda}) on ${torch.device}; its WKV7 kernel against float64: ${JSON.stringify(torch.wkvCheck)}.`);

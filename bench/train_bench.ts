@@ -4,7 +4,7 @@
  * runtime's pool and from nvidia-smi. Each configuration gets a device of its own, so
  * the driver's memory reading covers that configuration alone.
  */
-import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
+import { acquireGpu, type DawnSaving, type GpuRuntime } from '../src/gpu/device.js';
 import { setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
 import { setTcTiling, type TcTiling } from '../src/kernels/matmul_tc.js';
 import { RWKV7_LORA_TARGETS } from '../src/lora/lora.js';
@@ -23,7 +23,9 @@ export interface TrainConfig {
   r: number;
   gradCp: boolean;
   steps: number;
-  fast: boolean;
+  /** Name of the Dawn check setting (bench/run.ts --dawn) and the savings it turns on. */
+  dawn: string;
+  savings: readonly DawnSaving[];
   matmul: MatmulMode;
   /** Tensor-core tiling (src/kernels/matmul_tc.ts); the default when absent. */
   tcTiling?: TcTiling;
@@ -65,7 +67,7 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
   let gpu: GpuRuntime | undefined;
   try {
     const t0 = performance.now();
-    gpu = await acquireGpu({ fast: cfg.fast, profile: cfg.profile });
+    gpu = await acquireGpu({ savings: cfg.savings, profile: cfg.profile });
     setMatmulMode(gpu, cfg.matmul);
     if (cfg.tcTiling) setTcTiling(gpu, cfg.tcTiling);
     const model = new Rwkv7Model(gpu, weights, {

@@ -10,9 +10,19 @@ import { PipelineCache, type BindingKind, type BufferWindow, type Pipeline } fro
 import { Profiler, type KernelTime } from './profiler.js';
 import { numel, storageBytes, type DType, type Tensor } from './tensor.js';
 
+/**
+ * Dawn features that each remove a check: robustness clamps of every buffer access,
+ * zero-initialisation of workgroup memory, API validation. Safe only for kernels and
+ * calls known to be correct; the bench measures each (`npm run bench -- --dawn ...`).
+ */
+export const DAWN_SAVINGS = ['disable_robustness', 'disable_workgroup_init', 'skip_validation'] as const;
+export type DawnSaving = (typeof DAWN_SAVINGS)[number];
+
 export interface GpuOptions {
-  /** Dawn release toggles: no robustness clamps, no workgroup zero-init, no validation. */
+  /** All of DAWN_SAVINGS. */
   fast?: boolean;
+  /** Some of DAWN_SAVINGS (fast takes them all). */
+  savings?: readonly DawnSaving[];
   /** Per-kernel timestamp profiling (needs timestamp-query). */
   profile?: boolean;
   /** Extra Dawn instance flags, e.g. 'enable-dawn-features=dump_shaders'. */
@@ -57,7 +67,7 @@ const instances = new Map<string, GPU>();
 
 function instanceFlags(opts: GpuOptions): string[] {
   const features = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'use_vulkan_memory_model'];
-  if (opts.fast) features.push('disable_robustness', 'skip_validation', 'disable_workgroup_init');
+  features.push(...(opts.fast ? DAWN_SAVINGS : (opts.savings ?? [])));
   const flags = [`enable-dawn-features=${features.join(',')}`];
   if (opts.profile) flags.push('disable-dawn-features=timestamp_quantization');
   return [...flags, ...(opts.dawnFlags ?? [])];
