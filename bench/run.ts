@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { acquireGpu, DAWN_SAVINGS, type DawnSaving } from '../src/gpu/device.js';
+import { acquireGpu, DAWN_SAVINGS, DEFAULT_SAVINGS, type DawnSaving } from '../src/gpu/device.js';
 import type { MatmulMode } from '../src/kernels/matmul.js';
 import { parseTcTiling, setTcTiling, tcSupport, tcTiling, tcTilingName } from '../src/kernels/matmul_tc.js';
 import { gpuCard } from './gpu_memory.js';
@@ -36,10 +36,10 @@ const USAGE = `usage: npm run bench -- [options]
   --tilings LIST     also time tensor-core tilings on the 1.5B bf16 products: WMxWNxTMxTNxBK
                      with optional suffixes d (double-buffered) and g (A from storage)
   --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
-  --dawn LIST        Dawn check settings of the training steps, each measured: fast (no robustness
-                     clamps, no workgroup zero-init, no validation), safe (all checks), or some of
-                     disable_robustness, disable_workgroup_init, skip_validation joined by + (default fast;
-                     the kernel timings use the first)
+  --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:
+                     no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all
+                     checks), or some of disable_robustness, disable_workgroup_init, skip_validation
+                     joined by + (default: default; the kernel timings use the first)
   --train-profile    per-kernel GPU times of the training steps (slower steps; breakdown only)
   --out FILE         JSON path (default bench/results/bench-<time>.json)`;
 
@@ -59,7 +59,7 @@ const { values: opt } = parseArgs({
     matmul: { type: 'string', default: 'auto' },
     tilings: { type: 'string' },
     'tc-tiling': { type: 'string' },
-    dawn: { type: 'string', default: 'fast' },
+    dawn: { type: 'string', default: 'default' },
     'train-profile': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -71,11 +71,12 @@ if (opt.help) {
 }
 const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
 function parseDawn(name: string): DawnSaving[] {
+  if (name === 'default') return [...DEFAULT_SAVINGS];
   if (name === 'fast') return [...DAWN_SAVINGS];
   if (name === 'safe') return [];
   const parts = name.split('+');
   for (const p of parts) {
-    if (!(DAWN_SAVINGS as readonly string[]).includes(p)) throw new Error(`--dawn ${name}: ${p} is not fast, safe or one of ${DAWN_SAVINGS.join(', ')}\n${USAGE}`);
+    if (!(DAWN_SAVINGS as readonly string[]).includes(p)) throw new Error(`--dawn ${name}: ${p} is not default, fast, safe or one of ${DAWN_SAVINGS.join(', ')}\n${USAGE}`);
   }
   return parts as DawnSaving[];
 }
@@ -231,7 +232,7 @@ for (const res of trainResults) {
   floors.set(`${res.layout} ${M} ${res.gradCp}`, floorOf(stepShapes.get(`${res.layout} ${M}`)!, res.gradCp, M, torch));
 }
 const sections: string[] = [
-  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}, tiling ${meta.tcTiling}; Dawn ${dawnSettings.map((d) => d.name).join(', ')} (fast: no robustness clamps, workgroup zero-init or validation).`,
+  `Card: ${meta.card ?? 'unknown (no nvidia-smi)'}; adapter: ${meta.adapter}; tensor cores: ${meta.tensorCores}, tiling ${meta.tcTiling}; Dawn ${dawnSettings.map((d) => d.name).join(', ')} (default: no robustness clamps; fast: nor workgroup zero-init, nor validation).`,
   `Date: ${meta.date}. Commit: ${meta.commit} (${meta.uncommitted} paths uncommitted). Command: \`${meta.command}\`.`,
 ];
 if (torch) sections.push(`PyTorch ${torch.torch} (CUDA ${torch.cuda}) on ${torch.device}; its WKV7 kernel against float64: ${JSON.stringify(torch.wkvCheck)}.`);

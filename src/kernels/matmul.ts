@@ -50,7 +50,7 @@ function chooseSplits(tiles: number, k: number): number {
 
 /**
  * 'auto': tensor cores (f16 operands, f32 accumulation) for products with a frozen bf16
- * weight of at least TC_MIN_MACS multiply-adds when the adapter has them, the f32
+ * weight of at least TC_MIN_MACS multiply-adds, N ≥ 128 and K ≥ 256 when the adapter has them, the f32
  * kernel otherwise; 'f32': always the f32 kernel; 'tc': always tensor cores.
  * LoRA products (matmulF32) stay f32 in 'auto': their weight gradients sum over every
  * token with heavy cancellation, where f16 operands cost accuracy, and on an H200
@@ -60,6 +60,12 @@ export type MatmulMode = 'auto' | 'f32' | 'tc';
 
 /** Below this many multiply-adds the f16 copies cost more than tensor cores save. */
 export const TC_MIN_MACS = 2 ** 24;
+/**
+ * Narrow products (the decay, gate and value low-rank weights: N = 64–96 or K = 64–128)
+ * ran as fast or faster on the f32 kernel on an H200 (bench/RESULTS.md).
+ */
+const TC_MIN_N = 128;
+const TC_MIN_K = 256;
 
 const modes = new WeakMap<GpuRuntime, MatmulMode>();
 
@@ -78,14 +84,14 @@ export function setMatmulMode(gpu: GpuRuntime, mode: MatmulMode): void {
   modes.set(gpu, mode);
 }
 
-function useTensorCores(gpu: GpuRuntime, spec: Spec, macs: number): boolean {
+function useTensorCores(gpu: GpuRuntime, spec: Spec, m: number, n: number, k: number): boolean {
   const mode = matmulMode(gpu);
   if (mode === 'f32') return false;
   if (mode === 'tc') {
     if (!tcSupport(gpu)) throw new Error('matmul mode tc: this adapter has no f16 subgroup-matrix (tensor-core) configuration');
     return true;
   }
-  return spec.bDtype === 'bf16' && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
+  return spec.bDtype === 'bf16' && m * n * k >= TC_MIN_MACS && n >= TC_MIN_N && k >= TC_MIN_K && tcSupport(gpu) !== undefined;
 }
 
 interface Spec {
@@ -233,7 +239,7 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   for (const src of [a, b]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
   }
-  if (useTensorCores(gpu, spec, m * n * k)) {
+  if (useTensorCores(gpu, spec, m, n, k)) {
     const prod = { m, n, k, alpha: opts.alpha ?? 1, accumulate: opts.accumulate ?? false, transA: spec.transA };
     if (spec.bDtype === 'bf16') matmulTcBf16(gpu, a, b, c, { ...prod, transW: spec.transB });
     else matmulTcF32(gpu, a, b, c, { ...prod, transB: spec.transB });

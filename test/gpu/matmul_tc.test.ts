@@ -209,4 +209,23 @@ describe('tensor-core matmul', () => {
     expect(await run('auto', false)).toBe(1);
     for (const t of [ta, tw, tb, out]) gpu.free(t);
   });
+
+  it('auto mode keeps narrow bf16 products (N < 128 or K < 256) on the f32 kernel', async () => {
+    setMatmulMode(gpu, 'auto');
+    const rng = freshRng();
+    for (const [m, k, n] of [[1024, 256, 64], [4096, 128, 512]] as const) {
+      expect(m * k * n).toBeGreaterThanOrEqual(TC_MIN_MACS);
+      const a = f32(rng.normals(m * k));
+      const bits = packBf16(rng.normals(k * n, 1 / 16));
+      const ta = gpu.upload(a, [m, k], 'f32', 'a');
+      const tw = gpu.upload(bits, [n, k], 'bf16', 'w');
+      const out = gpu.tensor([m, n], 'f32', 'c');
+      poison(gpu, out);
+      const before = gpu.dispatchCount;
+      matmulBf16(gpu, ta, tw, out, { transW: true });
+      expect(gpu.dispatchCount - before).toBe(1);
+      expectClose(`auto M=${m} K=${k} N=${n}`, await gpu.readF32(out), refMatmul(a, unpackBf16(bits, k * n), m, k, n, false, true, 1).ref, 1e-5, rng);
+      for (const t of [ta, tw, out]) gpu.free(t);
+    }
+  });
 });
