@@ -1,10 +1,9 @@
 /** WKV7 forward and backward time per layer at B sequences of T tokens, H heads of 64. */
-import { spawnSync } from 'node:child_process';
 import type { GpuRuntime } from '../src/gpu/device.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Plan } from '../src/kernels/wkv7.js';
 import { Rng } from '../src/util/rng.js';
-import { gpuTime } from './gpu_timing.js';
+import { gpuTime, smClockMHz, warmUp } from './gpu_timing.js';
 import { tiled } from './random.js';
 
 export interface WkvResult {
@@ -12,7 +11,7 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
-  /** lanes×groups/colLanes (src/kernels/wkv7.ts). */
+  /** lanes×groups/colLanes, with a trailing c for the chunked forward (src/kernels/wkv7.ts). */
   plan: string;
   forwardMs: number;
   backwardMs: number;
@@ -22,31 +21,17 @@ export interface WkvResult {
   smClockMHz?: number;
 }
 
-function smClockMHz(): number | undefined {
-  const r = spawnSync('nvidia-smi', ['--query-gpu=clocks.sm', '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
-  const v = r.status === 0 ? Number(r.stdout.trim()) : NaN;
-  return Number.isFinite(v) ? v : undefined;
-}
-
 /**
- * Keeps the GPU busy with `record` for about `ms` of wall time before timing: its clocks
- * drop while the host builds inputs, and without this a first H200 run read the same kernels
- * up to 4× slower from one plan to the next.
+ * A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. A trailing
+ * c picks the chunked forward (4x1/4c; autoc: the automatic plan with it); a written plan
+ * without it runs the row scan.
  */
-async function warmUp(gpu: GpuRuntime, record: () => void, ms: number): Promise<void> {
-  const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    for (let i = 0; i < 10; i++) record();
-    await gpu.sync();
-  }
-}
-
-/** A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. */
 export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
   if (s === 'auto') return {};
-  const m = /^(\d+)x(\d+)\/(\d+)$/.exec(s);
-  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes, e.g. 4x1/4`);
-  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]) };
+  if (s === 'autoc') return { forward: 'chunked' };
+  const m = /^(\d+)x(\d+)\/(\d+)(c?)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto, autoc or lanes x groups / colLanes with an optional c for the chunked forward, e.g. 4x1/4 or 4x1/4c`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]), forward: m[4] ? 'chunked' : 'scan' };
 }
 
 /**
@@ -85,5 +70,5 @@ export async function benchWkv(gpu: GpuRuntime, layout: string, B: number, T: nu
   for (const tensor of [x.r, x.w, x.k, x.v, x.a, x.b, y, dy, ...grads, saved.states, saved.sa]) gpu.free(tensor);
   gpu.submit();
   gpu.pool.trim();
-  return { layout, B, T, H, plan: `${plan.lanes}x${plan.groups}/${plan.colLanes}`, forwardMs: fwd.ms, backwardMs: bwd.ms, byKernel: { ...fwd.byKernel, ...bwd.byKernel }, smClockMHz: clock };
+  return { layout, B, T, H, plan: `${plan.lanes}x${plan.groups}/${plan.colLanes}${plan.forward === 'chunked' ? 'c' : ''}`, forwardMs: fwd.ms, backwardMs: bwd.ms, byKernel: { ...fwd.byKernel, ...bwd.byKernel }, smClockMHz: clock };
 }

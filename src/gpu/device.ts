@@ -26,6 +26,14 @@ export type DawnSaving = (typeof DAWN_SAVINGS)[number];
  */
 export const DEFAULT_SAVINGS: readonly DawnSaving[] = ['disable_robustness'];
 
+/** RWKV_DAWN_CHECKS=all keeps every Dawn check (slower; for hunting a kernel's out-of-bounds access). */
+function envSavings(): readonly DawnSaving[] | undefined {
+  const v = process.env.RWKV_DAWN_CHECKS;
+  if (v === undefined || v === '') return undefined;
+  if (v === 'all') return [];
+  throw new Error(`RWKV_DAWN_CHECKS=${v}: expected all (or unset)`);
+}
+
 export interface GpuOptions {
   /** Which of DAWN_SAVINGS to turn on; DEFAULT_SAVINGS when absent. */
   savings?: readonly DawnSaving[];
@@ -73,7 +81,7 @@ const instances = new Map<string, GPU>();
 
 function instanceFlags(opts: GpuOptions): string[] {
   const features = ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'use_vulkan_memory_model'];
-  features.push(...(opts.savings ?? DEFAULT_SAVINGS));
+  features.push(...(opts.savings ?? envSavings() ?? DEFAULT_SAVINGS));
   const flags = [`enable-dawn-features=${features.join(',')}`];
   if (opts.profile) flags.push('disable-dawn-features=timestamp_quantization');
   return [...flags, ...(opts.dawnFlags ?? [])];

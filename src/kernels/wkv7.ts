@@ -27,9 +27,19 @@ import {
   scanWorkgroupBytes,
   scanWorkgroupSize,
   stateBackwardWgsl,
+  paddedN,
   WKV7_CHUNK,
   type ScanShape,
 } from './wkv7_wgsl.js';
+import {
+  CHUNK_BLOCK_ROWS,
+  PREP_WORKGROUP_SIZE,
+  carryWorkgroupBytes,
+  carryWorkgroupSize,
+  chunkCarryWgsl,
+  chunkPrepWgsl,
+  prepWorkgroupBytes,
+} from './wkv7_chunked_wgsl.js';
 
 export { WKV7_CHUNK };
 const MAX_N = 64;
@@ -70,6 +80,12 @@ export interface Wkv7Plan {
   groups: number;
   /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
   colLanes: number;
+  /**
+   * The forward: 'scan' steps through time (forwardWgsl); 'chunked' solves each 16-step chunk
+   * with small matrix products, all chunks at once, and carries only the state from chunk to
+   * chunk, its rows split by lanes and groups like the scan's (wkv7_chunked_wgsl.ts).
+   */
+  forward: 'scan' | 'chunked';
 }
 
 /** The narrowest subgroup this adapter may run, 0 without the subgroups feature. */
@@ -95,6 +111,7 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     groups: want.groups ?? (heads < 64 ? 4 : heads < 128 ? 2 : 1),
     // The column pass runs every chunk at once: lanes matter little (1.26 ms with 1, 1.33 with 4 at B=8; 0.19 and 0.18 at B=1).
     colLanes: want.colLanes ?? (heads >= 128 ? 1 : Math.min(4, maxLanes)),
+    forward: want.forward ?? 'scan',
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
   const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;
@@ -104,11 +121,16 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
   }
   if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
+  if (plan.forward !== 'scan' && plan.forward !== 'chunked') throw new Error(`wkv7 plan: forward = ${String(plan.forward)}, expected 'scan' or 'chunked'`);
   const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
-  const sizes = [
+  const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
     ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
-  ] as const;
+  ];
+  if (plan.forward === 'chunked') {
+    sizes.push(['chunked forward\'s chunk pass', PREP_WORKGROUP_SIZE, prepWorkgroupBytes(paddedN(d.N, plan.lanes))]);
+    sizes.push(['chunked forward\'s carry pass', carryWorkgroupSize(scan), carryWorkgroupBytes(scan)]);
+  }
   for (const [what, inv, bytes] of sizes) {
     if (inv > maxInv) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${inv} invocations per workgroup, this adapter allows ${maxInv}`);
     if (bytes > maxBytes) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${bytes} bytes of workgroup memory, this adapter allows ${maxBytes}`);
@@ -217,6 +239,10 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   if (x.sT) checkTensor(op, x.sT, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
   const plan = wkv7Plan(gpu, x, x.plan);
+  if (plan.forward === 'chunked') {
+    chunkedForward(gpu, x, plan);
+    return;
+  }
   const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
   if (hasS0) kinds.push('read');
   if (hasST) kinds.push('rw');
@@ -224,6 +250,39 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
   const p = gpu.pipeline('wkv7_forward', key, kinds, () => forwardWgsl(scan, hasS0, hasST));
   gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B, plan.groups]);
+}
+
+/**
+ * The chunked forward (wkv7_chunked_wgsl.ts): a pass over every chunk at once writes each
+ * chunk's state-independent part (y and sa without the entering state's share, and a block of
+ * [B,H,ceil(T/16),65,NP] scratch, as large as the saved states, pooled and released when
+ * recorded), then a pass per head carries the state through the chunks and completes them.
+ */
+function chunkedForward(gpu: GpuRuntime, x: Wkv7ForwardArgs, plan: Wkv7Plan): void {
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
+  const NP = paddedN(x.N, plan.lanes);
+  const chunks = ceilDiv(x.T, WKV7_CHUNK);
+  const cd = gpu.tensor([x.B, x.H, chunks, CHUNK_BLOCK_ROWS, NP], 'f32', 'wkv7.chunks');
+  // dimUniforms plus loop bounds (16 steps, NP/4 vec4s) that compilers cannot unroll (see chunkPrepWgsl).
+  const u1 = uniforms([
+    ['u32', x.T],
+    ['u32', x.H],
+    ['u32', chunks + 1],
+    ['u32', chunks],
+    ['u32', WKV7_CHUNK],
+    ['u32', NP / 4],
+  ]);
+  const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
+  const p1 = gpu.pipeline('wkv7_forward_chunks', `N${x.N}_P${NP}`, kinds1, () => chunkPrepWgsl(x.N, NP));
+  gpu.dispatch(p1, [u1, x.r, x.w, x.k, x.v, x.a, x.b, x.y, x.saved.sa, cd], [x.H, x.B, chunks]);
+  const kinds2: BindingKind[] = ['uniform', 'read', 'read', 'rw', 'rw', 'rw'];
+  if (x.s0) kinds2.push('read');
+  if (x.sT) kinds2.push('rw');
+  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.s0 ? '_s0' : ''}${x.sT ? '_sT' : ''}`;
+  const p2 = gpu.pipeline('wkv7_forward_carry', key, kinds2, () => chunkCarryWgsl(scan, x.s0 !== undefined, x.sT !== undefined));
+  const args2 = [u1, x.v, cd, x.y, x.saved.sa, x.saved.states, ...(x.s0 ? [x.s0] : []), ...(x.sT ? [x.sT] : [])];
+  gpu.dispatch(p2, args2, [x.H, x.B, plan.groups]);
+  gpu.free(cd);
 }
 
 /**

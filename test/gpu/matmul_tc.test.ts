@@ -51,7 +51,7 @@ function wideRows(rng: Rng, m: number, k: number, transA: boolean): Float32Array
   return a;
 }
 
-// [M, K, N]: single elements, partial tiles on every side (tiles are 128x128, K steps 32),
+// [M, K, N]: single elements, partial tiles on every side (tiles are 128x256, K steps 32),
 // K and N both multiples of 8 (vector loads) and not (element loads), and a real layer.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
@@ -129,7 +129,7 @@ describe('tensor-core matmul', () => {
   }
 
   // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts.
-  for (const name of ['2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x32dg']) {
+  for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x16d']) {
     for (const [m, k, n] of [[200, 96, 264], [129, 300, 17]] as const) {
       it(`tiling ${name}: matmulBf16 both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
         setMatmulMode(gpu, 'tc');
@@ -208,24 +208,5 @@ describe('tensor-core matmul', () => {
     expect(await run('f32', true)).toBe(1);
     expect(await run('auto', false)).toBe(1);
     for (const t of [ta, tw, tb, out]) gpu.free(t);
-  });
-
-  it('auto mode keeps narrow bf16 products (N < 128 or K < 256) on the f32 kernel', async () => {
-    setMatmulMode(gpu, 'auto');
-    const rng = freshRng();
-    for (const [m, k, n] of [[1024, 256, 64], [4096, 128, 512]] as const) {
-      expect(m * k * n).toBeGreaterThanOrEqual(TC_MIN_MACS);
-      const a = f32(rng.normals(m * k));
-      const bits = packBf16(rng.normals(k * n, 1 / 16));
-      const ta = gpu.upload(a, [m, k], 'f32', 'a');
-      const tw = gpu.upload(bits, [n, k], 'bf16', 'w');
-      const out = gpu.tensor([m, n], 'f32', 'c');
-      poison(gpu, out);
-      const before = gpu.dispatchCount;
-      matmulBf16(gpu, ta, tw, out, { transW: true });
-      expect(gpu.dispatchCount - before).toBe(1);
-      expectClose(`auto M=${m} K=${k} N=${n}`, await gpu.readF32(out), refMatmul(a, unpackBf16(bits, k * n), m, k, n, false, true, 1).ref, 1e-5, rng);
-      for (const t of [ta, tw, out]) gpu.free(t);
-    }
   });
 });

@@ -33,6 +33,28 @@ function modelLikeInputs(rng: Rng, d: Wkv7Dims, withS0: boolean): Wkv7RefInputs 
   };
 }
 
+/** The reference's state checkpoints [B, H, ceil(T/16)+1, N, N]: slot 0 the initial state, slot c+1 after step min(16c+15, T−1). */
+function refStates(x: Wkv7RefInputs): Float64Array {
+  const { B, T, H, N } = x;
+  const slots = Math.ceil(T / 16) + 1;
+  const out = new Float64Array(B * H * slots * N * N);
+  for (let c = 0; c < slots; c++) {
+    const Tc = Math.min(16 * c, T);
+    let S: Float64Array;
+    if (Tc === 0) S = x.s0 ? Float64Array.from(x.s0) : new Float64Array(B * H * N * N);
+    else {
+      const cut = (v: ArrayLike<number>): Float64Array => {
+        const o = new Float64Array(B * Tc * H * N);
+        for (let bb = 0; bb < B; bb++) o.set(Array.prototype.slice.call(v, bb * T * H * N, (bb * T + Tc) * H * N) as number[], bb * Tc * H * N);
+        return o;
+      };
+      S = wkv7RefForward({ ...x, T: Tc, r: cut(x.r), w: cut(x.w), k: cut(x.k), v: cut(x.v), a: cut(x.a), b: cut(x.b) }).sT;
+    }
+    for (let bh = 0; bh < B * H; bh++) out.set(S.subarray(bh * N * N, (bh + 1) * N * N), (bh * slots + c) * N * N);
+  }
+  return out;
+}
+
 function upload(gpu: GpuRuntime, x: ArrayLike<number>, shape: number[], label: string): Tensor {
   return gpu.upload(f32(x), shape, 'f32', label);
 }
@@ -48,7 +70,7 @@ interface Case extends Wkv7Dims {
   s0: boolean;
   /** Also ask for sT and ds0 (with accumulate when 'acc'). */
   outs: 'none' | 'all' | 'acc';
-  /** A forced plan; the automatic one otherwise (8 lanes, 4 row groups, 4 column lanes on lavapipe). */
+  /** A forced plan; the automatic one otherwise (8 lanes, 4 row groups, 4 column lanes, the scan forward on lavapipe). */
   plan?: Wkv7Plan;
 }
 
@@ -71,13 +93,26 @@ const CASES: Case[] = [
 // workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/1 is the
 // H200's plan for many heads.
 const PLAN_CASES: Case[] = [
-  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1 } },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8 } },
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2 } },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 1 } },
-  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4 } },
-  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2 } },
-  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4 } },
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1, forward: 'scan' } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8, forward: 'scan' } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2, forward: 'scan' } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 1, forward: 'scan' } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4, forward: 'scan' } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2, forward: 'scan' } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4, forward: 'scan' } },
+];
+
+// The chunked forward (then the backward on what it saved): a single step, partial, whole and
+// several chunks, N = 48 with and without padding to the lanes (8 lanes pad its rows to 64),
+// every lane count the carry pass has with subgroups, row groups, with and without s0 and sT.
+const chunked = (lanes: number, groups: number, colLanes: number): Wkv7Plan => ({ lanes, groups, colLanes, forward: 'chunked' });
+const CHUNKED_CASES: Case[] = [
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: chunked(8, 4, 4) },
+  { B: 2, T: 15, H: 1, N: 64, s0: false, outs: 'all', plan: chunked(2, 1, 1) },
+  { B: 3, T: 16, H: 2, N: 64, s0: true, outs: 'none', plan: chunked(4, 2, 4) },
+  { B: 2, T: 33, H: 2, N: 48, s0: true, outs: 'acc', plan: chunked(4, 1, 4) },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: chunked(8, 1, 8) },
+  { B: 2, T: 100, H: 3, N: 48, s0: false, outs: 'all', plan: chunked(8, 2, 4) },
 ];
 
 describe('wkv7 float64 reference', () => {
@@ -121,8 +156,8 @@ describe('wkv7 float64 reference', () => {
 });
 
 describe('wkv7 GPU forward and backward', () => {
-  for (const c of [...CASES, ...PLAN_CASES]) {
-    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}` : '';
+  for (const c of [...CASES, ...PLAN_CASES, ...CHUNKED_CASES]) {
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}${c.plan.forward === 'chunked' ? 'c' : ''}` : '';
     it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
       const rng = freshRng();
@@ -142,6 +177,7 @@ describe('wkv7 GPU forward and backward', () => {
       const ref = wkv7RefForward(x);
       expectClose('y', await gpu.readF32(y), ref.y, FWD_BOUND, rng);
       expectClose('saved sa', await gpu.readF32(saved.sa), ref.sa, FWD_BOUND, rng);
+      expectClose('saved states', await gpu.readF32(saved.states), refStates(x), FWD_BOUND, rng);
       if (sT) expectClose('sT', await gpu.readF32(sT), ref.sT, FWD_BOUND, rng);
 
       const dy = upload(gpu, dyHost, tok, 'dy');
@@ -217,12 +253,14 @@ describe('wkv7 argument checks', () => {
     const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
     const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
     // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap) });
-    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(8, cap), groups: 2, colLanes: Math.min(4, cap) });
-    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: 1 });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), forward: 'scan' });
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(8, cap), groups: 2, colLanes: Math.min(4, cap), forward: 'scan' });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: 1, forward: 'scan' });
+    expect(wkv7Plan(gpu, d, { forward: 'chunked' }).forward).toBe('chunked');
     expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
+    expect(() => wkv7Plan(gpu, d, { forward: 'wind' as 'scan' })).toThrow(/forward = wind, expected 'scan' or 'chunked'/);
     if (sg < 8) expect(() => wkv7Plan(gpu, d, { lanes: 8 })).toThrow(/needs subgroups of at least 8 invocations/);
   });
 
