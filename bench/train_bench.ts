@@ -70,7 +70,7 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
     gpu = await acquireGpu({ savings: cfg.savings, profile: cfg.profile });
     setMatmulMode(gpu, cfg.matmul);
     if (cfg.tcTiling) setTcTiling(gpu, cfg.tcTiling);
-    const model = new Rwkv7Model(gpu, weights, {
+    const model = await Rwkv7Model.create(gpu, weights, {
       B: cfg.B,
       T: cfg.T,
       lora: { r: cfg.r, alpha: 2 * cfg.r, dropout: 0, targets: RWKV7_LORA_TARGETS },

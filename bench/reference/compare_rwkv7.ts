@@ -48,7 +48,7 @@ const gpu = await acquireGpu();
 const matmulPath = matmulMode(gpu) !== 'f32' && tcSupport(gpu) ? 'tc' : 'f32';
 console.log(`frozen-weight products on ${matmulPath === 'tc' ? 'tensor cores (f16 operands)' : 'the f32 kernel'}`);
 const t0 = performance.now();
-const model = new Rwkv7Model(gpu, weights, { B, T, seed: 3, lora: { r, alpha, dropout: 0, targets: RWKV7_LORA_TARGETS } });
+const model = await Rwkv7Model.create(gpu, weights, { B, T, seed: 3, lora: { r, alpha, dropout: 0, targets: RWKV7_LORA_TARGETS } });
 const inputs = new Pack();
 for (const [k, t] of weights) inputs.add(k, 'bf16', [...t.shape], t.data);
 // LoRA with nonzero B, so every adapter path carries gradient.

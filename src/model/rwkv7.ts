@@ -63,6 +63,28 @@ export interface Rwkv7Options {
 
 const SMALL_MATRICES = ['w1', 'w2', 'a1', 'a2', 'v1', 'v2', 'g1', 'g2'];
 const BIG_MATRICES = ['att.receptance.weight', 'att.key.weight', 'att.value.weight', 'att.output.weight', 'ffn.key.weight', 'ffn.value.weight'];
+/** Bytes of weights uploaded between waits for the GPU in Rwkv7Model.create. */
+const UPLOAD_SLICE = 256 * 2 ** 20;
+
+/** The frozen tensors the model reads: matrices stay bf16 on the GPU, vectors become f32. */
+function frozenWeights(nLayer: number): [string, 'matrix' | 'vector'][] {
+  const out: [string, 'matrix' | 'vector'][] = [];
+  const matrix = (k: string): number => out.push([k, 'matrix']);
+  const vector = (k: string): number => out.push([k, 'vector']);
+  matrix('emb.weight');
+  matrix('head.weight');
+  for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) vector(k);
+  for (let l = 0; l < nLayer; l++) {
+    const p = `blocks.${l}.`;
+    for (const m of BIG_MATRICES) matrix(p + m);
+    for (const m of SMALL_MATRICES) if (l > 0 || m[0] !== 'v') matrix(`${p}att.${m}`);
+    for (const v of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0', 'a0', 'k_k', 'k_a', 'r_k', 'ln_x.weight', 'ln_x.bias']) vector(`${p}att.${v}`);
+    if (l > 0) vector(`${p}att.v0`);
+    for (const v of ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']) vector(p + v);
+    vector(`${p}ffn.x_k`);
+  }
+  return out;
+}
 
 /**
  * Activations of one block that its backward reads. What only the forward needs
@@ -186,10 +208,32 @@ export class Rwkv7Model {
   private readonly owned: Tensor[] = [];
   private readonly held: Record<Rwkv7MemoryCategory, number> = { weights: 0, trainable: 0, activations: 0, wkvSaved: 0, backward: 0, logits: 0 };
 
+  /**
+   * The model with its frozen weights uploaded in slices, waiting for the GPU between them:
+   * queue.writeBuffer stages its data on the GPU until the copy has run, so uploading a whole
+   * model before anything waits held it twice (a 2.8 GiB upload peaked at 5.3 GiB on an H200,
+   * 2.7 GiB paced). Prefer it to the constructor for large models.
+   */
+  static async create(gpu: GpuRuntime, host: ReadonlyMap<string, HostTensor>, opts: Rwkv7Options): Promise<Rwkv7Model> {
+    const d = rwkv7Dims(host, opts.source ?? 'model', opts.expect);
+    const w = new GpuWeights(gpu);
+    let pending = 0;
+    for (const [k, kind] of frozenWeights(d.nLayer)) {
+      const t = kind === 'matrix' ? w.uploadMatrix(k, host.get(k)!) : w.uploadVector(k, host.get(k)!);
+      pending += t.byteLength;
+      if (pending >= UPLOAD_SLICE) {
+        await gpu.sync();
+        pending = 0;
+      }
+    }
+    return new Rwkv7Model(gpu, host, opts, w);
+  }
+
   constructor(
     private readonly gpu: GpuRuntime,
     host: ReadonlyMap<string, HostTensor>,
     opts: Rwkv7Options,
+    uploaded?: GpuWeights,
   ) {
     this.opts = opts;
     const d = (this.dims = rwkv7Dims(host, opts.source ?? 'model', opts.expect));
@@ -203,22 +247,12 @@ export class Rwkv7Model {
     const r = opts.lora.r;
     this.scale = opts.lora.alpha / r;
 
-    // Frozen weights.
-    this.w = new GpuWeights(gpu);
+    // Frozen weights, uploaded here unless create() did it.
     const get = (k: string): HostTensor => host.get(k)!;
-    const matrix = (k: string): void => void this.count('weights', this.w.uploadMatrix(k, get(k)));
-    const vector = (k: string): void => void this.count('weights', this.w.uploadVector(k, get(k)));
-    matrix('emb.weight');
-    matrix('head.weight');
-    for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) vector(k);
-    for (let l = 0; l < d.nLayer; l++) {
-      const p = `blocks.${l}.`;
-      for (const m of BIG_MATRICES) matrix(p + m);
-      for (const m of SMALL_MATRICES) if (l > 0 || m[0] !== 'v') matrix(`${p}att.${m}`);
-      for (const v of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0', 'a0', 'k_k', 'k_a', 'r_k', 'ln_x.weight', 'ln_x.bias']) vector(`${p}att.${v}`);
-      if (l > 0) vector(`${p}att.v0`);
-      for (const v of ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']) vector(p + v);
-      vector(`${p}ffn.x_k`);
+    this.w = uploaded ?? new GpuWeights(gpu);
+    for (const [k, kind] of frozenWeights(d.nLayer)) {
+      if (uploaded) this.count('weights', this.w.get(k));
+      else this.count('weights', kind === 'matrix' ? this.w.uploadMatrix(k, get(k)) : this.w.uploadVector(k, get(k)));
     }
 
     // Trainable parameters in one flat buffer.

@@ -65,7 +65,7 @@ export class LoadedModel {
     const trainLn = !!adapter && lnNames(nLayer).some((n) => adapter.tensors.has(n));
     const gpu = o.gpu ?? (await acquireGpu());
     try {
-      const model = new Rwkv7Model(gpu, weights, {
+      const model = await Rwkv7Model.create(gpu, weights, {
         B: 1,
         T: ctxLen,
         lora: { r: adapter?.r ?? 1, alpha, dropout: 0, targets: RWKV7_LORA_TARGETS },

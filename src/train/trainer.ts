@@ -128,7 +128,7 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     }
     const weights = readBaseModel(baseModel, c.my_testing);
     gpu = opts.gpu ?? (await acquireGpu());
-    const model = new Rwkv7Model(gpu, weights, {
+    const model = await Rwkv7Model.create(gpu, weights, {
       B: c.micro_bsz,
       T: c.ctx_len,
       lora: { r: c.peft_config.r, alpha: c.peft_config.lora_alpha, dropout: c.peft_config.lora_dropout, targets: RWKV7_LORA_TARGETS },

@@ -110,3 +110,26 @@ describe('RWKV-7 model on the GPU vs the float64 reference', () => {
     });
   }
 });
+
+describe('Rwkv7Model.create', () => {
+  it('uploads the frozen weights in slices and gives the model the constructor gives', async () => {
+    const gpu = await getGpu();
+    const rng = freshRng();
+    const weights = tinyX070Weights(rng, SMALL);
+    roundToBf16(weights);
+    const host = toHost(weights);
+    const opts = { B: 1, T: 5, seed: 1, lora: { r: 2, alpha: 2, dropout: 0, targets: RWKV7_LORA_TARGETS } };
+    const ids = Array.from({ length: 5 }, () => rng.int(SMALL.vocab));
+    const logitsOf = async (m: Rwkv7Model): Promise<Float32Array> => {
+      m.setBatch(ids, ids);
+      m.forward();
+      const out = await m.readLogits();
+      m.dispose();
+      return out;
+    };
+    const viaNew = await logitsOf(new Rwkv7Model(gpu, host, opts));
+    const viaCreate = await logitsOf(await Rwkv7Model.create(gpu, host, opts));
+    expect(viaCreate).toEqual(viaNew);
+    expect(viaNew.every(Number.isFinite)).toBe(true);
+  });
+});
