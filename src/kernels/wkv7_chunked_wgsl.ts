@@ -26,8 +26,33 @@
  * Pass 2 (chunkCarryWgsl, grid (H, B, groups)): per chunk, [U; Y] = [G; Q]·S0ᵀ + [U0; Y0]
  * (sa and y written), then S_L = S0⊙P_L + [U; V]ᵀ·[b'; k'] and its checkpoint. Rows of S
  * never mix, so like the scan each workgroup owns NP/groups rows, `lanes` invocations each.
+ *
+ * The backward's dS scan (stateBackwardWgsl) is the same kind of recurrence, transposed and
+ * walked back in time: with X_t = ∂L/∂S_t from the steps after t (X_{T−1} = 0),
+ *   E_t = X_t + dy_t r_tᵀ,  dsa_t = E_t b_t,  dv_t = E_t k_t,  X_{t−1} = E_t·diag(d_t) + dsa_t a_tᵀ,
+ * checkpoints dSck[c] = X at step min(16c+15, T−1) and ds0 = X_{−1}. Number a chunk's steps
+ * backwards, t = 0 its last step … 15 its first (in a partial last chunk the missing steps
+ * come first, with d = 1 and zero vectors: they change nothing), X0 the dS entering it from
+ * the later chunk, P_t, Pex_t the products over these reversed steps as above. Unrolling,
+ *   E_t = X0·diag(Pex_t) + Σ_{s≤t} dy_s (r_s⊙Pex_t/Pex_s)ᵀ + Σ_{s<t} dsa_s (a_s⊙Pex_t/P_s)ᵀ
+ *   dsa_t = X0 (b_t⊙Pex_t) + Σ_{s<t} ((b_t⊙Pex_t)·(a_s/P_s)) dsa_s + Σ_{s≤t} ((b_t⊙Pex_t)·(r_s/Pex_s)) dy_s
+ *   dv_t  = X0 (k_t⊙Pex_t) + Σ_{s<t} ((k_t⊙Pex_t)·(a_s/P_s)) dsa_s + Σ_{s≤t} ((k_t⊙Pex_t)·(r_s/Pex_s)) dy_s
+ *   X_L   = X0·diag(P_L) + Σ_s dsa_s (a_s⊙Π_{τ>s} d_τ)ᵀ + dy_s (r_s⊙Π_{τ≥s} d_τ)ᵀ.
+ * With k⊙Pex = (k/d)⊙P and r/Pex = (r⊙d)/P, these are the forward's formulas term for term
+ * with a → b, r → k/d, b → a, k → r⊙d, v → dy (then sa → dsa, y → dv, S → X, b' → a⊙Π_{τ>s},
+ * k' → r⊙Π_{τ≥s}), except which diagonals count: dsa_t sees dy_t (its "Mak" includes s = t)
+ * and dv_t does not see dsa_t (its "Mrb" excludes it). So both passes take a direction: the
+ * backward binds those buffers in those roles, divides and multiplies by d as it loads, swaps
+ * the two diagonals, walks the chunks from the last and each chunk's steps from its end,
+ * writes dSck[c] on entering chunk c (p.chunks slots) and ds0 (maybe added) at the end.
  */
-import { COMP, FORWARD_BINDINGS, header, paddedN, rep, vec4Loader, WKV7_CHUNK, type ScanShape } from './wkv7_wgsl.js';
+import { COMP, FORWARD_BINDINGS, header, paddedN, rep, rowStore, vec4Loader, WKV7_CHUNK, type ScanShape } from './wkv7_wgsl.js';
+
+/**
+ * Which recurrence a chunked kernel runs: 'forward' the state S, 'backward' the backward's dS
+ * (the header comment's role mapping; each chunk's steps and the chunks themselves reversed).
+ */
+export type ChunkDirection = 'forward' | 'backward';
 
 /** Rows of a chunk block: G (16), Q (16), b' (16), k' (16), P_L (1), each NP wide. */
 export const CHUNK_BLOCK_ROWS = 4 * WKV7_CHUNK + 1;
@@ -49,8 +74,15 @@ export const carryWorkgroupBytes = (s: ScanShape): number => {
 const BLOCK_BASE = /* wgsl */ `
 fn blockBase(bb: u32, h: u32, ch: u32) -> u32 { return ((bb * p.H + h) * p.chunks + ch) * ${CHUNK_BLOCK_ROWS}u * NQ4; }
 `;
-/** The shared header with the loop bounds this file's kernels read from the uniforms. */
-const chunkHeader = (N: number, NP: number, lanes: number): string => header(N, lanes, { np: NP, uniforms: ', steps: u32, nq4: u32' }) + BLOCK_BASE;
+/**
+ * The shared header with the loop bounds this file's kernels read from the uniforms, and
+ * stepAt(t1, tt): the sequence step of local step tt of the chunk that starts at step t1.
+ */
+const chunkHeader = (N: number, NP: number, lanes: number, dir: ChunkDirection): string =>
+  header(N, lanes, { np: NP, uniforms: ', steps: u32, nq4: u32' }) +
+  BLOCK_BASE +
+  `fn stepAt(t1: u32, tt: u32) -> u32 { return ${dir === 'forward' ? 't1 + tt' : 't1 + CHUNK - 1u - tt'}; }
+`;
 
 /** Statements setting `dst` to Σ_m A[t,m]·B[m,s] over 16×16 row-major workgroup matrices (t, s from the invocation). */
 const mm16 = (dst: string, A: string, B: string): string =>
@@ -62,15 +94,20 @@ const mm16 = (dst: string, A: string, B: string): string =>
  * 16×16 matrices. Writes the chunk block of `cd` and U0, Y0 into sa and y (valid steps only).
  * Its loops run to bounds read from the uniforms (p.steps = 16, p.nq4 = NQ4), which no
  * compiler can unroll: lavapipe took minutes to compile this kernel with them unrolled.
+ * 'backward' runs the dS scan's chunks (header comment): bound as r, w, k, v, a, b, y, sa
+ * are k, w, r, dy, b, a, dv, dsa; r is divided and k multiplied by the decay as they load.
  */
-export function chunkPrepWgsl(N: number, NP: number): string {
+export function chunkPrepWgsl(N: number, NP: number, dir: ChunkDirection = 'forward'): string {
   const NQ4 = NP / 4;
   const SP = NQ4 + 1;
   const loadUnits = WKV7_CHUNK * NQ4;
   const WG = PREP_WORKGROUP_SIZE;
   const lu = Math.ceil(loadUnits / WG);
   const vecs = ['r', 'k', 'a', 'b'];
-  return /* wgsl */ `${chunkHeader(N, NP, 1)}
+  const scale: Record<string, string> = dir === 'forward' ? {} : { r: ' / dn', k: ' * dn' };
+  // The diagonal (s = t) of U0's matrix Mak and of Hm's Mrb: the forward's sa_t does not see v_t, its y_t sees sa_t; the backward's the other way round.
+  const [akDiag, rbDiag] = dir === 'forward' ? ['<', '<='] : ['<=', '<'];
+  return /* wgsl */ `${chunkHeader(N, NP, 1, dir)}
 const SP = ${SP}u;
 ${FORWARD_BINDINGS}
 @group(0) @binding(8) var<storage, read_write> sa: array<f32>;
@@ -106,9 +143,11 @@ ${rep(lu, (n) => `  var f_v${n} = vec4f(0.0);
     if (u < ${loadUnits}u) {
       let t = u / NQ4;
       let q = u % NQ4;
-${vecs.map((x) => `      s_${x}[t * SP + q] = ${x}4(bb, h, t1 + t, q);`).join('\n')}
-      s_d[t * SP + q] = d4(bb, h, t1 + t, q);
-      f_v${n} = v4(bb, h, t1 + t, q);
+      let tn = stepAt(t1, t);
+      let dn = d4(bb, h, tn, q);
+${vecs.map((x) => `      s_${x}[t * SP + q] = ${x}4(bb, h, tn, q)${scale[x] ?? ''};`).join('\n')}
+      s_d[t * SP + q] = dn;
+      f_v${n} = v4(bb, h, tn, q);
     }
   }`)}
   workgroupBarrier();
@@ -156,8 +195,8 @@ ${vecs.map((x) => `      s_${x}[t * SP + q] = ${x}4(bb, h, t1 + t, q);`).join('\
     let lower = select(0.0, ab, s < t);
     pw_a[idx] = lower;
     x_a[idx] = lower + select(0.0, 1.0, s == t);
-    m_ak[idx] = select(0.0, ak, s < t);
-    m_rb[idx] = select(0.0, rb, s <= t);
+    m_ak[idx] = select(0.0, ak, s ${akDiag} t);
+    m_rb[idx] = select(0.0, rb, s ${rbDiag} t);
     m_rk[idx] = select(0.0, rk, s <= t);
   }
   workgroupBarrier();
@@ -207,21 +246,14 @@ ${[
       }
       cd[blk + tt * NQ4 + q] = g;
       cd[blk + (16u + tt) * NQ4 + q] = qv;
-      if (t1 + tt < p.T) {
-        let e = tokenBase(bb, t1 + tt, h) + 4u * q;
+      let tn = stepAt(t1, tt);
+      if (tn < p.T) {
+        let e = tokenBase(bb, tn, h) + 4u * q;
 ${rep(4, (e) => `        if (4u * q + ${e}u < N) { sa[e + ${e}u] = u0.${COMP[e]}; y[e + ${e}u] = y0.${COMP[e]}; }`)}
       }
     }
   }
 }`;
-}
-
-/** Writes this invocation's vec4s of row i of `src`0… to `buf` at element offset `base` (row-major N×N). */
-function rowStore(nq: number, lanes: number, buf: string, base: string, src: string): string {
-  const body = rep(nq, (c) =>
-    rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { ${buf}[${base} + i * N + j] = ${src}${c}.${COMP[e]}; } }`),
-  );
-  return `if (i < N) {\n${body}\n  }`;
 }
 
 /**
@@ -232,8 +264,12 @@ function rowStore(nq: number, lanes: number, buf: string, base: string, src: str
  * The next chunk's block, U0, Y0 and V are fetched into registers while this one is computed.
  * Its loops run to bounds from the uniforms (as in chunkPrepWgsl), the 32 products 4 at a time:
  * lavapipe took a minute to compile them unrolled.
+ * 'backward' carries dS from the last chunk to the first (header comment): bound as v, y, sa,
+ * states and sT are dy, dv, dsa, dSck and ds0 (hasST; added to when `accumulate`); no s0.
  */
-export function chunkCarryWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): string {
+export function chunkCarryWgsl(s: ScanShape, hasS0: boolean, hasST: boolean, dir: ChunkDirection = 'forward', accumulate = false): string {
+  if (dir === 'backward' && hasS0) throw new Error('chunkCarryWgsl: the backward starts from zero, it has no s0');
+  const fwd = dir === 'forward';
   const L = s.lanes;
   const NP = paddedN(s.N, L);
   const NQ4 = NP / 4;
@@ -251,7 +287,7 @@ export function chunkCarryWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): st
     ['v', 'v', `s_uv[${rowUnits}u`],
     ['y', 'y', 's_y0[0u'],
   ];
-  return /* wgsl */ `${chunkHeader(s.N, NP, L)}
+  return /* wgsl */ `${chunkHeader(s.N, NP, L, dir)}
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> cd: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -274,7 +310,7 @@ ${rep(
   ru,
   (n) => `  {
     let u = idx + ${n * WG}u;
-    let t = ch * CHUNK + u / R;
+    let t = stepAt(ch * CHUNK, u / R);
     let i = grp * R + u % R;
 ${staged.map(([f]) => `    f_${f}${n} = 0.0;`).join('\n')}
     if (u < ${rowUnits}u && t < p.T && i < N) {
@@ -300,14 +336,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
 ${rep(nq, (c) => `  var S${c} = vec4f(0.0);`)}
   let head = (bb * p.H + h) * N * N;
 ${hasS0 ? rep(nq, (c) => rep(4, (e) => `  { let j = ${4 * c * L + e}u + 4u * lane; if (i < N && j < N) { S${c}.${COMP[e]} = s0[head + i * N + j]; } }`)) : ''}
-  let slot0 = slotBase(bb, h, 0u, p.slots);
-  ${rowStore(nq, L, 'states', 'slot0', 'S')}
-  loadChunk(bb, h, grp, idx, 0u);
-  for (var ch = 0u; ch < p.chunks; ch++) {
+${fwd ? `  let slot0 = slotBase(bb, h, 0u, p.slots);
+  ${rowStore(nq, L, 'states', 'slot0', 'S')}` : ''}
+  // Chunk n of the walk: from the first, or (backward) from the last.
+  let last = p.chunks - 1u;
+  loadChunk(bb, h, grp, idx, ${fwd ? '0u' : 'last'});
+  for (var n = 0u; n < p.chunks; n++) {
+    let ch = ${fwd ? 'n' : 'last - n'};
     storeChunk(idx);
     workgroupBarrier();
-    if (ch + 1u < p.chunks) { loadChunk(bb, h, grp, idx, ch + 1u); }
+    if (n < last) { loadChunk(bb, h, grp, idx, ${fwd ? 'ch + 1u' : 'ch - 1u'}); }
     let t1 = ch * CHUNK;
+${fwd ? '' : `    let slot = slotBase(bb, h, ch, p.chunks);
+    ${rowStore(nq, L, 'states', 'slot', 'S')}`}
     // Rows m of [U; Y] = [G; Q]·S0ᵀ + [U0; Y0], ${MU} at a time; lane m % LANES writes row m.
     for (var m0 = 0u; m0 < 2u * p.steps; m0 += ${MU}u) {
 ${rep(MU, (x) => `      var acc${x} = 0.0;`)}
@@ -318,15 +359,16 @@ ${rep(
         let sum = laneSum(acc${x});
         let m = m0 + ${x}u;
         let tt = m % CHUNK;
-        let ok = i < N && t1 + tt < p.T;
+        let tn = stepAt(t1, tt);
+        let ok = i < N && tn < p.T;
         let o = tt * R + il;
         if (lane == m % LANES) {
           if (m < CHUNK) {
             let val = sum + s_uv[o];
             s_uv[o] = select(0.0, val, ok);
-            if (ok) { sa[tokenBase(bb, t1 + tt, h) + i] = val; }
+            if (ok) { sa[tokenBase(bb, tn, h) + i] = val; }
           } else if (ok) {
-            y[tokenBase(bb, t1 + tt, h) + i] = sum + s_y0[o];
+            y[tokenBase(bb, tn, h) + i] = sum + s_y0[o];
           }
         }
       }`,
@@ -339,10 +381,10 @@ ${rep(nq, (c) => `    S${c} *= s_cd[${64 * NQ4 + c * L}u + lane];`)}
       let o = (${2 * WKV7_CHUNK}u + st) * NQ4 + lane;
 ${rep(nq, (c) => `      S${c} = fma(x, s_cd[o + ${c * L}u], S${c});`)}
     }
-    let slot = slotBase(bb, h, ch + 1u, p.slots);
-    ${rowStore(nq, L, 'states', 'slot', 'S')}
+${fwd ? `    let slot = slotBase(bb, h, ch + 1u, p.slots);
+    ${rowStore(nq, L, 'states', 'slot', 'S')}` : ''}
     workgroupBarrier();
   }
-${hasST ? `  ${rowStore(nq, L, 'sT', 'head', 'S')}` : ''}
+${hasST ? `  ${rowStore(nq, L, 'sT', 'head', 'S', accumulate ? (x) => `sT[o] + ${x}` : undefined)}` : ''}
 }`;
 }

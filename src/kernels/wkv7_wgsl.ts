@@ -152,8 +152,11 @@ ${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N
   );
 }
 
-/** Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N). */
-function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x): string {
+/**
+ * Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N);
+ * `value` maps each element's expression (`o` is its offset), e.g. to add to what is there.
+ */
+export function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x): string {
   const body = rep(nq, (c) =>
     rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${c}.${COMP[e]}`)}; } }`),
   );
