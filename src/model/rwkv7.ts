@@ -226,7 +226,12 @@ export class Rwkv7Model {
         pending = 0;
       }
     }
-    return new Rwkv7Model(gpu, host, opts, w);
+    try {
+      return new Rwkv7Model(gpu, host, opts, w);
+    } catch (e) {
+      w.free();
+      throw e;
+    }
   }
 
   constructor(
