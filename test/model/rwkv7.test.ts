@@ -132,4 +132,13 @@ describe('Rwkv7Model.create', () => {
     expect(viaCreate).toEqual(viaNew);
     expect(viaNew.every(Number.isFinite)).toBe(true);
   });
+
+  it('frees the uploaded weights when the model cannot be built', async () => {
+    const gpu = await getGpu();
+    const weights = tinyX070Weights(freshRng(), SMALL);
+    const before = gpu.memory().inUseBytes;
+    const bad = { B: 0, T: 5, seed: 1, lora: { r: 2, alpha: 2, dropout: 0, targets: RWKV7_LORA_TARGETS } };
+    await expect(Rwkv7Model.create(gpu, toHost(weights), bad)).rejects.toThrow(/micro-batch must be B, T >= 1, got B=0/);
+    expect(gpu.memory().inUseBytes).toBe(before);
+  });
 });
