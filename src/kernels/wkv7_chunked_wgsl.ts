@@ -1,6 +1,7 @@
 /**
- * WGSL of the chunked (time-parallel) WKV7 forward, an alternative to forwardWgsl's row scan
- * that writes the same y, saved sa, state checkpoints and sT (wkv7.ts has the recurrence).
+ * WGSL of the chunked (time-parallel) WKV7 recurrence: the forward, an alternative to
+ * forwardWgsl's row scan that writes the same y, saved sa, state checkpoints and sT (wkv7.ts
+ * has the recurrence), and, run backwards, the backward's dS scan (end of this comment).
  *
  * The scan takes T dependent steps per head; this takes ceil(T/16) dependent chunk steps,
  * each a pair of small matrix products, and moves all work that does not depend on the
