@@ -1,16 +1,23 @@
 /**
- * Peak GPU memory as the driver sees it: `nvidia-smi --query-gpu=memory.used` polled
- * every 50 ms while a benchmark runs. Absent where there is no nvidia-smi (lavapipe).
+ * What the driver reports: GPU memory (`nvidia-smi --query-gpu=memory.used`, polled every
+ * 50 ms while a benchmark runs), the card and its SM clock. Absent where there is no
+ * nvidia-smi (lavapipe).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 
-/** MiB in use on GPU 0 now, or undefined without nvidia-smi. */
-export function gpuMemoryUsedMiB(): number | undefined {
-  const r = spawnSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
+/** A numeric nvidia-smi field of GPU 0 now, or undefined without nvidia-smi. */
+function smiNumber(field: string): number | undefined {
+  const r = spawnSync('nvidia-smi', [`--query-gpu=${field}`, '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
   if (r.status !== 0 || !r.stdout) return undefined;
   const v = Number(r.stdout.trim().split('\n')[0]);
   return Number.isFinite(v) ? v : undefined;
 }
+
+/** MiB in use on GPU 0 now. */
+export const gpuMemoryUsedMiB = (): number | undefined => smiNumber('memory.used');
+
+/** SM clock now, to tell a slow kernel from a clocked-down card. */
+export const smClockMHz = (): number | undefined => smiNumber('clocks.sm');
 
 /** The card's name and driver, e.g. 'NVIDIA H200, 580.159.04, 143771 MiB'. */
 export function gpuCard(): string | undefined {

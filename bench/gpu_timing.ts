@@ -3,7 +3,6 @@
  * { profile: true }. Each dispatch is timed on its own, so the figure is the kernels'
  * time without the gaps between them; the split by kernel comes with it.
  */
-import { spawnSync } from 'node:child_process';
 import type { GpuRuntime } from '../src/gpu/device.js';
 
 export interface GpuTime {
@@ -43,13 +42,6 @@ export async function warmUp(gpu: GpuRuntime, record: () => void, ms: number): P
     for (let i = 0; i < 10; i++) record();
     await gpu.sync();
   } while (performance.now() - t0 < ms);
-}
-
-/** SM clock now (nvidia-smi), to tell a slow kernel from a clocked-down card. */
-export function smClockMHz(): number | undefined {
-  const r = spawnSync('nvidia-smi', ['--query-gpu=clocks.sm', '--format=csv,noheader,nounits', '-i', '0'], { encoding: 'utf8' });
-  const v = r.status === 0 ? Number(r.stdout.trim()) : NaN;
-  return Number.isFinite(v) ? v : undefined;
 }
 
 /** Warms up (pipeline compilation, clocks), then repeats `record` until about `minMs` of GPU time. */

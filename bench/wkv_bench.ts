@@ -3,7 +3,8 @@ import type { GpuRuntime } from '../src/gpu/device.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Plan } from '../src/kernels/wkv7.js';
 import { Rng } from '../src/util/rng.js';
-import { gpuTime, smClockMHz, warmUp } from './gpu_timing.js';
+import { smClockMHz } from './gpu_memory.js';
+import { gpuTime, warmUp } from './gpu_timing.js';
 import { tiled } from './random.js';
 
 export interface WkvResult {
