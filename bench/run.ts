@@ -42,6 +42,7 @@ const USAGE = `usage: npm run bench -- [options]
                      no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all
                      checks), or some of disable_robustness, disable_workgroup_init, skip_validation
                      joined by + (default: default; the kernel timings use the first)
+  --head-chunk N     rows per head chunk of the training steps (default: the model's)
   --train-profile    per-kernel GPU times of the training steps (slower steps; breakdown only)
   --out FILE         JSON path (default bench/results/bench-<time>.json)`;
 
@@ -63,6 +64,7 @@ const { values: opt } = parseArgs({
     'tc-tiling': { type: 'string' },
     dawn: { type: 'string', default: 'default' },
     'train-profile': { type: 'boolean', default: false },
+    'head-chunk': { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
@@ -104,6 +106,7 @@ if (!['auto', 'f32', 'tc'].includes(opt.matmul)) throw new Error(`--matmul ${opt
 const dawnSettings = list(opt.dawn).map((name) => ({ name, savings: parseDawn(name) }));
 const dawn = dawnSettings[0];
 const tcTilingOpt = opt['tc-tiling'] ? parseTcTiling(opt['tc-tiling']) : undefined;
+const headChunkOpt = opt['head-chunk'] === undefined ? undefined : ints(opt['head-chunk'], 'head-chunk')[0];
 
 const log = (s: string): void => console.log(s);
 const git = (args: string[]): string => spawnSync('git', args, { encoding: 'utf8' }).stdout?.trim() ?? '';
@@ -209,7 +212,7 @@ if (parts.has('train')) {
     for (const c of trainCases.filter((x) => x.layout === layout)) {
       for (const d of dawnSettings) {
         const res = await benchTrain(
-          { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, dawn: d.name, savings: d.savings, matmul: opt.matmul as MatmulMode, tcTiling: tcTilingOpt, profile: opt['train-profile'] },
+          { layout, B: c.B, T: ctx, r, gradCp: c.gradCp, steps, dawn: d.name, savings: d.savings, matmul: opt.matmul as MatmulMode, tcTiling: tcTilingOpt, profile: opt['train-profile'], headChunk: headChunkOpt },
           weights,
           dims.vocab,
         );

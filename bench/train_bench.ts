@@ -31,6 +31,8 @@ export interface TrainConfig {
   tcTiling?: TcTiling;
   /** Per-kernel timestamps (each dispatch in a pass of its own: slower, for the breakdown only). */
   profile: boolean;
+  /** Rows per head chunk; the model's default when absent. */
+  headChunk?: number;
 }
 
 export interface TrainResult extends TrainConfig {
@@ -75,6 +77,7 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
       T: cfg.T,
       lora: { r: cfg.r, alpha: 2 * cfg.r, dropout: 0, targets: RWKV7_LORA_TARGETS },
       gradCp: cfg.gradCp,
+      headChunk: cfg.headChunk,
       seed: 1,
     });
     const opt = new AdamW(gpu, model.params, model.grads, model.layout, { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0, gradClip: 1 });

@@ -6,12 +6,13 @@
  *   node --import tsx bench/reference/compare_rwkv7.ts DIR [L C V T B r]
  * Defaults: the 0.1B layout (12 layers, n_embd 768, vocab 65536), T 1024, B 2, r 16.
  * RWKV_MATMUL=f32 keeps every product on the f32 kernel; otherwise the frozen-weight
- * products use tensor cores where the adapter has them, and the check's bounds follow.
+ * products use tensor cores where the adapter has them, and the check's bounds follow;
+ * RWKV_TC_TILING=WMxWNxTMxTNxBK picks their tiling (bench/run.ts --tilings).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { acquireGpu } from '../../src/gpu/device.js';
 import { matmulMode } from '../../src/kernels/matmul.js';
-import { tcSupport } from '../../src/kernels/matmul_tc.js';
+import { parseTcTiling, setTcTiling, tcSupport, tcTiling, tcTilingName } from '../../src/kernels/matmul_tc.js';
 import { RWKV7_LORA_TARGETS } from '../../src/lora/lora.js';
 import { Rwkv7Model } from '../../src/model/rwkv7.js';
 import { randomRwkv7Weights, rwkv7DefaultDims } from '../../src/model/rwkv7_init.js';
@@ -45,8 +46,9 @@ class Pack {
 }
 
 const gpu = await acquireGpu();
+if (process.env.RWKV_TC_TILING) setTcTiling(gpu, parseTcTiling(process.env.RWKV_TC_TILING));
 const matmulPath = matmulMode(gpu) !== 'f32' && tcSupport(gpu) ? 'tc' : 'f32';
-console.log(`frozen-weight products on ${matmulPath === 'tc' ? 'tensor cores (f16 operands)' : 'the f32 kernel'}`);
+console.log(`frozen-weight products on ${matmulPath === 'tc' ? `tensor cores (f16 operands, tiling ${tcTilingName(tcTiling(gpu))})` : 'the f32 kernel'}`);
 const t0 = performance.now();
 const model = await Rwkv7Model.create(gpu, weights, { B, T, seed: 3, lora: { r, alpha, dropout: 0, targets: RWKV7_LORA_TARGETS } });
 const inputs = new Pack();

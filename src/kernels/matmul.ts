@@ -7,7 +7,7 @@
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
-import { matmulTcBf16, matmulTcF32, tcSupport } from './matmul_tc.js';
+import { matmulTcBf16, matmulTcF32, tcPadding, tcSupport } from './matmul_tc.js';
 
 // Workgroups of 16x16 threads compute a 128x64 output tile (each thread 8x4 outputs) or,
 // for outputs wider than tall, 64x128 (4x8); K is staged 16 at a time, in at most
@@ -30,27 +30,31 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /** Scale of the product; C's old value (when accumulating) is not scaled. */
   alpha?: number;
-  /** Slices of K summed by a second pass on the f32 kernel (default: chosen from the shape). */
+  /** Slices of K whose partial products a second pass sums (default: chosen from the shape). */
   splitK?: number;
 }
 
 /**
  * Products with few output tiles and a long K (the LoRA weight gradients: 64×2048 outputs
- * summed over every token; x·Aᵀ: 8192×64 outputs over 2048 inputs) leave most of a large
- * GPU idle (an H200 has 132 SMs), so K is cut into slices whose partial products are
- * summed afterwards. Aim: about SPLIT_TARGET workgroups, slices of at least SPLIT_MIN_K.
- * Only below SPLIT_MAX_TILES, which splits the float64 model check's products exactly as
- * the runs that verified it did: splitting its 192-tile FFN products as well (more
- * accurate each, by a direct check) moved its gradient error from 2.8e-4 to 1.1e-3 on the
- * H200, which bench/RESULTS.md leaves open.
+ * summed over every token; x·Aᵀ: 8192×64 outputs over 2048 inputs; the head's dx: a
+ * chunk's rows × n_embd summed over the 65536 logits) leave most of a large GPU idle (an
+ * H200 has 132 SMs), so K is cut into slices whose partial products are summed
+ * afterwards. Aim: about SPLIT_TARGET workgroups, slices of at least SPLIT_MIN_K (f32) or
+ * TC_SPLIT_MIN_K (tensor cores, whose workgroups own 8× the outputs), partials within
+ * SPLIT_MAX_BYTES. Only below SPLIT_MAX_TILES, which splits the float64 model check's
+ * f32 products exactly as the runs that verified it did: splitting its 192-tile FFN
+ * products as well (more accurate each, by a direct check) moved its gradient error from
+ * 2.8e-4 to 1.1e-3 on the H200, which bench/RESULTS.md leaves open.
  */
 const SPLIT_TARGET = 512;
 const SPLIT_MIN_K = 512;
+const TC_SPLIT_MIN_K = 1024;
 const SPLIT_MAX_TILES = 64;
+const SPLIT_MAX_BYTES = 32 * 2 ** 20;
 
-function chooseSplits(tiles: number, k: number): number {
+function chooseSplits(tiles: number, k: number, mn: number, minK: number): number {
   if (tiles >= SPLIT_MAX_TILES) return 1;
-  return Math.max(1, Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(k / SPLIT_MIN_K)));
+  return Math.max(1, Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(k / minK), Math.floor(SPLIT_MAX_BYTES / (4 * mn))));
 }
 
 /**
@@ -243,44 +247,55 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   for (const src of [a, b]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
   }
-  if (useTensorCores(gpu, spec, m * n * k)) {
-    const prod = { m, n, k, alpha: opts.alpha ?? 1, accumulate: opts.accumulate ?? false, transA: spec.transA };
-    if (spec.bDtype === 'bf16') matmulTcBf16(gpu, a, b, c, { ...prod, transW: spec.transB });
-    else matmulTcF32(gpu, a, b, c, { ...prod, transB: spec.transB });
-    return;
-  }
+  const tc = useTensorCores(gpu, spec, m * n * k);
   const tile = n > m ? WIDE : TALL;
-  const tilesN = Math.ceil(n / tile.bn);
-  const tiles = Math.ceil(m / tile.bm) * tilesN;
-  const wanted = opts.splitK ?? chooseSplits(tiles, k);
+  const pad = tc ? tcPadding(gpu) : undefined;
+  const [bm, bn, bk] = pad ? [pad.rowsA, pad.rowsB, pad.k] : [tile.bm, tile.bn, BK];
+  const tilesN = Math.ceil(n / bn);
+  const tiles = Math.ceil(m / bm) * tilesN;
+  const wanted = opts.splitK ?? chooseSplits(tiles, k, m * n, tc ? TC_SPLIT_MIN_K : SPLIT_MIN_K);
   if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`${op}: splitK = ${wanted}, expected a positive integer`);
-  const kChunk = Math.ceil(k / wanted / BK) * BK;
-  const splits = Math.ceil(k / kChunk);
-  const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}_${tile.bm}x${tile.bn}${splits > 1 ? '_split' : ''}`;
-  const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec, splits > 1, tile));
-  const u = uniforms([
-    ['u32', m],
-    ['u32', n],
-    ['u32', k],
-    ['u32', tilesN],
-    ['u32', tiles],
-    ['f32', opts.alpha ?? 1],
-    ['u32', opts.accumulate ? 1 : 0],
-    ['u32', kChunk],
-    ['u32', splits],
-  ]);
+  // K padded to the staging step; every slice but the last a whole number of steps.
+  const kp = Math.ceil(k / bk) * bk;
+  const kChunk = Math.ceil(kp / wanted / bk) * bk;
+  const splits = Math.ceil(kp / kChunk);
+  const alpha = opts.alpha ?? 1;
+  const accumulate = opts.accumulate ?? false;
+  // Records out = alpha·op(A)·op(B) (+ out); with split-K, out is the partials [splits, M, N], unscaled.
+  const record = (out: Tensor, split: boolean): void => {
+    if (tc) {
+      const prod = { m, n, k, kChunk, alpha: split ? 1 : alpha, accumulate: split ? false : accumulate, transA: spec.transA };
+      if (spec.bDtype === 'bf16') matmulTcBf16(gpu, a, b, out, { ...prod, transW: spec.transB });
+      else matmulTcF32(gpu, a, b, out, { ...prod, transB: spec.transB });
+      return;
+    }
+    const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}_${tile.bm}x${tile.bn}${split ? '_split' : ''}`;
+    const p = gpu.pipeline('matmul', key, ['uniform', 'read', 'read', 'rw'], () => matmulWgsl(spec, split, tile));
+    const u = uniforms([
+      ['u32', m],
+      ['u32', n],
+      ['u32', k],
+      ['u32', tilesN],
+      ['u32', tiles],
+      ['f32', alpha],
+      ['u32', accumulate ? 1 : 0],
+      ['u32', kChunk],
+      ['u32', splits],
+    ]);
+    gpu.dispatch(p, [u, a, b, out], grid1d(tiles * splits));
+  };
   if (splits === 1) {
-    gpu.dispatch(p, [u, a, b, c], grid1d(tiles));
+    record(c, false);
     return;
   }
   const part = gpu.tensor([splits, m, n], 'f32', `${op} split-K partials`);
-  gpu.dispatch(p, [u, a, b, part], grid1d(tiles * splits));
+  record(part, true);
   const sum = gpu.pipeline('matmul_split_sum', '', ['uniform', 'read', 'rw'], () => SPLIT_SUM_WGSL);
   const su = uniforms([
     ['u32', m * n],
     ['u32', splits],
-    ['f32', opts.alpha ?? 1],
-    ['u32', opts.accumulate ? 1 : 0],
+    ['f32', alpha],
+    ['u32', accumulate ? 1 : 0],
   ]);
   gpu.dispatch(sum, [su, part, c], grid1d(Math.ceil((m * n) / 256)));
   gpu.free(part);

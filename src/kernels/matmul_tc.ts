@@ -229,7 +229,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
     const pass = tiles.slice(q0, q0 + tilesPerPass);
     pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, false, ${SN}u);`));
     epi.push('workgroupBarrier();');
-    pass.forEach(([i, j], e) => epi.push(`writeTile(cBase + ${e * SM * SN}u, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u);`));
+    pass.forEach(([i, j], e) => epi.push(`writeTile(cBase + ${e * SM * SN}u, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u, s);`));
     epi.push('workgroupBarrier();');
   }
 
@@ -248,7 +248,7 @@ enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
 
-struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32 }
+struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
@@ -273,14 +273,15 @@ ${vecB ? '' : `fn bf16At(i: u32) -> f32 {
   let w = ws[i >> 1u];
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u));
 }`}
-// Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.., undoing the scales.
-fn writeTile(base: u32, lane: u32, m: u32, n: u32) {
+// Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.. (of K slice s's
+// partial product with split-K), undoing the scales.
+fn writeTile(base: u32, lane: u32, m: u32, n: u32, s: u32) {
   for (var e = lane; e < ${SM * SN}u; e += ${s.subgroupSize}u) {
     let gm = m + e / ${SN}u;
     let gn = n + e % ${SN}u;
     if (gm < p.m && gn < p.n) {
       var v = p.alpha * ldexp(sC[base + e], -ea[gm]${hasEb ? ' - eb[gn]' : ''});
-      let o = gm * p.n + gn;
+      let o = (s * p.m + gm) * p.n + gn;
       if (p.accumulate != 0u) { v += c[o]; }
       c[o] = v;
     }
@@ -291,8 +292,13 @@ fn writeTile(base: u32, lane: u32, m: u32, n: u32) {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) li: u32, @builtin(subgroup_id) sg: u32,
         @builtin(subgroup_invocation_id) lane: u32) {
-  let t = ${WGSL_LINEAR_WG};
-  if (t >= p.tiles) { return; }
+  let wg = ${WGSL_LINEAR_WG};
+  // Workgroups beyond the first p.tiles take later K slices of p.kChunk.
+  let s = wg / p.tiles;
+  let t = wg % p.tiles;
+  let kBeg = s * p.kChunk;
+  let kEnd = min(p.kp, kBeg + p.kChunk);
+  if (kBeg >= kEnd) { return; }
   let m0 = (t % p.tilesM) * ${BM}u;
   let n0 = (t / p.tilesM) * ${BN}u;
   let aRow = (sg / ${t.wn}u) * ${t.tm * SM}u;
@@ -303,15 +309,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   ${Array.from({ length: bUnits }, (_, j) => `var rb${j}: ${bRegType};`).join(' ')}
   ${aGlobal ? '' : 'var sAo = 0u;'}
   var sBo = 0u;
-  var k0 = 0u;
+  var k0 = kBeg;
   ${loadA.join('\n  ')}
   ${loadB.join('\n  ')}
-  for (var kt = 0u; kt < p.kp; kt += ${BK}u) {
+  for (var kt = kBeg; kt < kEnd; kt += ${BK}u) {
     ${storeA.join('\n    ')}
     ${storeB.join('\n    ')}
     workgroupBarrier();
     k0 = kt + ${BK}u;
-    if (k0 < p.kp) {
+    if (k0 < kEnd) {
       ${loadA.join('\n      ')}
       ${loadB.join('\n      ')}
     }
@@ -329,6 +335,11 @@ export interface TcProduct {
   k: number;
   alpha: number;
   accumulate: boolean;
+  /**
+   * Split-K: slices of this many (padded) K, a multiple of the tiling's BK; slice s writes
+   * its partial product to C[s] (C being [slices, M, N]). Default: one slice.
+   */
+  kChunk?: number;
 }
 
 /** Records C = alpha·2^−ea·A16·op(B)·2^−eb (+ C) with A16 [Mp, Kp] from f16Rows. */
@@ -344,6 +355,8 @@ function tcDispatch(
   const s = tcSupport(gpu)!;
   const { bm, bn } = blocks(tiling, s);
   const kp = a16.shape[1];
+  const kChunk = prod.kChunk ?? kp;
+  if (kChunk % tiling.bk !== 0) throw new Error(`tensor-core matmul: K slices of ${kChunk} are not a multiple of the tiling's BK ${tiling.bk}`);
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
   const key = `${b.kind}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
@@ -358,8 +371,9 @@ function tcDispatch(
     ['u32', tiles],
     ['f32', prod.alpha],
     ['u32', prod.accumulate ? 1 : 0],
+    ['u32', kChunk],
   ]);
-  gpu.dispatch(pipe, [u, a16, ea, b.t, ...(b.eb ? [b.eb] : []), c], grid1d(tiles));
+  gpu.dispatch(pipe, [u, a16, ea, b.t, ...(b.eb ? [b.eb] : []), c], grid1d(tiles * ceilDiv(kp, kChunk)));
 }
 
 /** A scaled f16 copy of op(x) [r, k] in pooled scratch; the caller frees both tensors. */

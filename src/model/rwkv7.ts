@@ -12,6 +12,10 @@
  * more than one binding holds): the head, the cross-entropy and the head's backward run
  * over chunks of at most headChunk rows, each chunk's logits overwritten by its dlogits
  * and turned into its rows of dx before the next chunk reuses the buffer.
+ *
+ * The embedding stays on the host: it is frozen and a batch reads only its own rows,
+ * so setBatch gathers them there and uploads them (it would cost 0.3 GiB of GPU memory
+ * at 1.5B and 2.9B, for a 10–70 MiB upload a step).
  */
 import { sizeClass } from '../gpu/buffers.js';
 import type { GpuRuntime } from '../gpu/device.js';
@@ -19,19 +23,22 @@ import { view, type DType, type Tensor } from '../gpu/tensor.js';
 import { countValidTargets, crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
 import { dropout } from '../kernels/dropout.js';
 import { activation, activationBackward, axpby, fill } from '../kernels/elementwise.js';
-import { embedding } from '../kernels/embedding.js';
 import { groupNorm, groupNormBackward } from '../kernels/layernorm.js';
 import { matmulBf16, matmulF32 } from '../kernels/matmul.js';
 import * as ops from '../kernels/rwkv7_ops.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Saved } from '../kernels/wkv7.js';
 import { buildLayout, initialValues, loraSpecs, type LoraConfig, type Rwkv7LoraTarget, type TrainableLayout } from '../lora/lora.js';
 import { rwkv7Dims, type Rwkv7Dims } from './rwkv7_config.js';
-import { GpuWeights, hostToF32, type HostTensor } from './weights.js';
+import { GpuWeights, hostToBf16, hostToF32, type HostTensor } from './weights.js';
 
 const LN_EPS = 1e-5;
 const GN_EPS = 64e-5;
-/** The default head chunk keeps one chunk's f32 logits within this (1024 rows at V = 65536). */
-const HEAD_CHUNK_BYTES = 256 * 2 ** 20;
+/**
+ * The default head chunk keeps one chunk's f32 logits within this (256 rows at V = 65536;
+ * their f16 copy for the tensor cores takes half as much again): 1024 rows cost 0.28 GiB
+ * more, a tenth of the 2.9B layout's activations and scratch at micro_bsz 1.
+ */
+const HEAD_CHUNK_BYTES = 64 * 2 ** 20;
 
 export interface Rwkv7Options {
   /** Sequences per micro-batch. */
@@ -47,7 +54,7 @@ export interface Rwkv7Options {
   l2wrap?: boolean;
   /**
    * Rows (tokens) per chunk of the head and cross-entropy; default the most whose f32
-   * logits fit in 256 MiB and in one binding, at most B·T. Any size is exact: chunks
+   * logits fit in 64 MiB and in one binding, at most B·T. Any size is exact: chunks
    * only split rows, and the loss's mean and L2Wrap use the whole batch's counts.
    */
   headChunk?: number;
@@ -61,6 +68,13 @@ export interface Rwkv7Options {
   expect?: { nLayer?: number; nEmbd?: number };
 }
 
+/** bf16 bits of a host tensor: a view of a bf16 one, else a rounded copy. */
+function bf16Bits(t: HostTensor): Uint16Array {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  if (t.dtype === 'bf16' && t.data.byteOffset % 2 === 0) return new Uint16Array(t.data.buffer, t.data.byteOffset, n);
+  return hostToBf16(t);
+}
+
 const SMALL_MATRICES = ['w1', 'w2', 'a1', 'a2', 'v1', 'v2', 'g1', 'g2'];
 const BIG_MATRICES = ['att.receptance.weight', 'att.key.weight', 'att.value.weight', 'att.output.weight', 'ffn.key.weight', 'ffn.value.weight'];
 /** Bytes of weights uploaded between waits for the GPU in Rwkv7Model.create. */
@@ -71,7 +85,6 @@ function frozenWeights(nLayer: number): [string, 'matrix' | 'vector'][] {
   const out: [string, 'matrix' | 'vector'][] = [];
   const matrix = (k: string): number => out.push([k, 'matrix']);
   const vector = (k: string): number => out.push([k, 'vector']);
-  matrix('emb.weight');
   matrix('head.weight');
   for (const k of ['ln_out.weight', 'ln_out.bias', 'blocks.0.ln0.weight', 'blocks.0.ln0.bias']) vector(k);
   for (let l = 0; l < nLayer; l++) {
@@ -142,7 +155,7 @@ export type Rwkv7MemoryCategory = 'weights' | 'trainable' | 'activations' | 'wkv
  * pooled kernel scratch are not the model's and not included.
  */
 export interface Rwkv7Memory {
-  /** Frozen base weights: bf16 matrices, f32 vectors. */
+  /** Frozen base weights on the GPU: bf16 matrices, f32 vectors (the embedding stays on the host). */
   weights: number;
   /** Trainable parameters and their gradients; initial WKV states and theirs. */
   trainable: number;
@@ -174,7 +187,8 @@ export class Rwkv7Model {
   private readonly w: GpuWeights;
   private readonly opts: Rwkv7Options;
   private readonly scale: number;
-  private readonly ids: Tensor;
+  /** The embedding's bf16 bits [V, C] on the host. */
+  private readonly embTable: Uint16Array;
   private readonly targets: Tensor;
   private readonly rowLoss: Tensor;
   private readonly nValid: Tensor;
@@ -254,6 +268,7 @@ export class Rwkv7Model {
 
     // Frozen weights, uploaded here unless create() did it.
     const get = (k: string): HostTensor => host.get(k)!;
+    this.embTable = bf16Bits(get('emb.weight'));
     this.w = uploaded ?? new GpuWeights(gpu);
     for (const [k, kind] of frozenWeights(d.nLayer)) {
       if (uploaded) this.count('weights', this.w.get(k));
@@ -281,7 +296,6 @@ export class Rwkv7Model {
 
     // Activations.
     const act = (shape: number[], label: string): Tensor => this.alloc('activations', shape, 'f32', label);
-    this.ids = this.alloc('activations', [M], 'u32', 'ids');
     this.targets = this.alloc('logits', [M], 'i32', 'targets');
     this.seed = this.alloc('activations', [1], 'u32', 'dropout seed');
     this.rowLoss = this.alloc('logits', [M], 'f32', 'rowLoss');
@@ -417,8 +431,8 @@ export class Rwkv7Model {
   // ---- inputs ----
 
   /**
-   * Uploads a micro-batch: ids [B·T] (each < vocab) and labels [B·T] (−100 = no loss),
-   * and the step's dropout seed.
+   * Uploads a micro-batch: the embedding rows of ids [B·T] (each < vocab), labels [B·T]
+   * (−100 = no loss) and the step's dropout seed.
    */
   setBatch(ids: ArrayLike<number>, labels: ArrayLike<number>, dropoutSeed = 0): void {
     const { M } = this;
@@ -430,7 +444,14 @@ export class Rwkv7Model {
         throw new Error(`setBatch: label ${labels[i]} at position ${i} is neither -100 nor in [0, ${V})`);
       }
     }
-    this.gpu.write(this.ids, Uint32Array.from(ids));
+    // The batch's embedding rows, bf16 widened to f32 (its top half).
+    const C = this.dims.nEmbd;
+    const rows = new Uint32Array(M * C);
+    for (let i = 0; i < M; i++) {
+      const from = ids[i] * C;
+      for (let j = 0; j < C; j++) rows[i * C + j] = this.embTable[from + j] << 16;
+    }
+    this.gpu.write(this.xemb, rows);
     this.gpu.write(this.targets, Int32Array.from(labels));
     this.gpu.write(this.seed, Uint32Array.of(dropoutSeed >>> 0));
   }
@@ -444,7 +465,6 @@ export class Rwkv7Model {
   forward(): void {
     const d = this.dims;
     const gpu = this.gpu;
-    embedding(gpu, this.ids, this.w.get('emb.weight'), this.xemb);
     groupNorm(gpu, this.xemb, this.lnWeight('blocks.0.ln0.weight'), this.lnWeight('blocks.0.ln0.bias'), this.xs[0], { groupSize: d.nEmbd, eps: LN_EPS, stats: this.st0 });
     for (let l = 0; l < d.nLayer; l++) this.blockForward(l, this.arena(l));
     groupNorm(gpu, this.xs[d.nLayer], this.lnWeight('ln_out.weight'), this.lnWeight('ln_out.bias'), this.xo, { groupSize: d.nEmbd, eps: LN_EPS, stats: this.sto });

@@ -179,6 +179,32 @@ describe('tensor-core matmul', () => {
     for (const t of [ta, tb, tcOut]) gpu.free(t);
   });
 
+  // Few output tiles over a long K: the head's dx shape, split into K slices summed by a second pass.
+  for (const [m, k, n] of [[256, 8192, 264], [100, 5000, 40]] as const) {
+    for (const transW of [false, true]) {
+      it(`split-K: matmulBf16 A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n}, as chosen and forced to 3 slices, accumulate alpha=-0.5`, async () => {
+        setMatmulMode(gpu, 'tc');
+        const rng = freshRng();
+        const a = wideRows(rng, m, k, false);
+        const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
+        const ta = gpu.upload(a, [m, k], 'f32', 'a');
+        const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
+        const out = gpu.tensor([m, n], 'f32', 'c');
+        const c0 = f32(rng.normals(m * n, 1e-3));
+        const ref = refMatmul(a, unpackBf16(bits, k * n), m, k, n, false, transW, -0.5, c0);
+        for (const splitK of [undefined, 3]) {
+          gpu.write(out, c0);
+          const before = gpu.dispatchCount;
+          matmulBf16(gpu, ta, tw, out, { transW, accumulate: true, alpha: -0.5, splitK });
+          // The f16 copy, the product, and the sum of the slices.
+          expect(gpu.dispatchCount - before, `dispatches with splitK ${splitK}`).toBe(3);
+          expectRounding(`split ${splitK ?? 'auto'}`, await gpu.readF32(out), ref, m, n, roundingBound(k, 1), rng);
+        }
+        for (const t of [ta, tw, out]) gpu.free(t);
+      });
+    }
+  }
+
   it('auto mode takes tensor cores for bf16 weights from TC_MIN_MACS on, never for f32 operands; f32 mode never does', async () => {
     const rng = freshRng();
     const [m, k, n] = [256, 256, 256];
