@@ -34,8 +34,13 @@ export class BufferPool {
 
   constructor(private readonly device: GPUDevice) {}
 
-  acquire(bytes: number, label: string): GPUBuffer {
-    const size = sizeClass(bytes);
+  /**
+   * A storage buffer of at least `bytes`: of its size class, reused when one is parked;
+   * `exact` (what lasts as long as a model: weights, parameters, optimizer state) rounds
+   * only to 256 bytes, sparing the size classes' up to 12.5% (0.2 GiB of a 2.9B model).
+   */
+  acquire(bytes: number, label: string, exact = false): GPUBuffer {
+    const size = exact ? Math.max(256, Math.ceil(bytes / 256) * 256) : sizeClass(bytes);
     const list = this.free.get(size);
     const reused = list?.pop();
     if (reused) {

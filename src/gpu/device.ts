@@ -181,8 +181,11 @@ export class GpuRuntime {
 
   // ---- tensors ----
 
-  /** A tensor over a pooled buffer. Contents are undefined (whatever the buffer last held). */
-  tensor(shape: readonly number[], dtype: DType, label: string): Tensor {
+  /**
+   * A tensor over a pooled buffer. Contents are undefined (whatever the buffer last held).
+   * `exact` for what lives as long as a model: no size-class rounding (BufferPool.acquire).
+   */
+  tensor(shape: readonly number[], dtype: DType, label: string, exact = false): Tensor {
     this.assertAlive();
     const byteLength = storageBytes(dtype, numel(shape));
     if (byteLength > this.limits.maxStorageBufferBindingSize) {
@@ -190,15 +193,15 @@ export class GpuRuntime {
         `tensor ${label}[${shape.join(',')}] needs ${byteLength} bytes, more than one binding may hold on this adapter (${this.limits.maxStorageBufferBindingSize})`,
       );
     }
-    const buffer = this.pool.acquire(byteLength, label);
+    const buffer = this.pool.acquire(byteLength, label, exact);
     return { buffer, offset: 0, shape: [...shape], dtype, byteLength, label };
   }
 
   /** A tensor holding `data` (f32/u32/i32 arrays; Uint16Array for f16/bf16 bits). */
-  upload(data: Float32Array | Uint32Array | Int32Array | Uint16Array, shape: readonly number[], dtype: DType, label: string): Tensor {
+  upload(data: Float32Array | Uint32Array | Int32Array | Uint16Array, shape: readonly number[], dtype: DType, label: string, exact = false): Tensor {
     const n = numel(shape);
     if (data.length < n) throw new GpuError(`upload ${label}: ${data.length} values for shape [${shape.join(',')}] (${n})`);
-    const t = this.tensor(shape, dtype, label);
+    const t = this.tensor(shape, dtype, label, exact);
     this.write(t, data);
     return t;
   }

@@ -1,7 +1,7 @@
-/** Elementwise kernels over f32 tensors. */
+/** Elementwise kernels over f32 tensors (and bf16 widened to f32). */
 import type { GpuRuntime } from '../gpu/device.js';
-import { numel, type Tensor } from '../gpu/tensor.js';
-import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG } from './common.js';
+import { describe, numel, type Tensor } from '../gpu/tensor.js';
+import { ceilDiv, grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
 
 const WG = 256;
 
@@ -31,6 +31,27 @@ export function axpby(gpu: GpuRuntime, x: Tensor, y: Tensor, alpha: number, beta
   const n = assertSameSize('axpby', x, y);
   const p = gpu.pipeline('axpby', '', ['uniform', 'read', 'rw'], () => AXPBY);
   gpu.dispatch(p, [uniforms([['u32', n], ['f32', alpha], ['f32', beta]]), x, y], grid1d(ceilDiv(n, WG)));
+}
+
+const WIDEN_BF16 = /* wgsl */ `
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${wgslBf16Reader('at', 'x')}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = ${WGSL_LINEAR_WG} * ${WG}u + li;
+  if (i >= p.n) { return; }
+  y[i] = at(i);
+}`;
+
+/** y = x widened from bf16 to f32 (exact), element by element. */
+export function widenBf16(gpu: GpuRuntime, x: Tensor, y: Tensor): void {
+  const n = assertSameSize('widenBf16', y);
+  if (x.dtype !== 'bf16' || numel(x.shape) !== n) throw new Error(`widenBf16: ${describe(x)} should be bf16 with the ${n} elements of ${describe(y)}`);
+  const p = gpu.pipeline('widenBf16', '', ['uniform', 'read', 'rw'], () => WIDEN_BF16);
+  gpu.dispatch(p, [uniforms([['u32', n]]), x, y], grid1d(ceilDiv(n, WG)));
 }
 
 // ---- one generated family: out[i] = expression of the inputs at i ----

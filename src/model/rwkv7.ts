@@ -14,15 +14,14 @@
  * and turned into its rows of dx before the next chunk reuses the buffer.
  *
  * The embedding stays on the host: it is frozen and a batch reads only its own rows,
- * so setBatch gathers them there and uploads them (it would cost 0.3 GiB of GPU memory
- * at 1.5B and 2.9B, for a 10–70 MiB upload a step).
+ * so setBatch gathers them there and uploads them as bf16 (it would cost 0.3 GiB of GPU
+ * memory at 1.5B and 2.9B, for a 5–35 MiB upload a step).
  */
-import { sizeClass } from '../gpu/buffers.js';
 import type { GpuRuntime } from '../gpu/device.js';
 import { view, type DType, type Tensor } from '../gpu/tensor.js';
 import { countValidTargets, crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
 import { dropout } from '../kernels/dropout.js';
-import { activation, activationBackward, axpby, fill } from '../kernels/elementwise.js';
+import { activation, activationBackward, axpby, fill, widenBf16 } from '../kernels/elementwise.js';
 import { groupNorm, groupNormBackward } from '../kernels/layernorm.js';
 import { matmulBf16, matmulF32 } from '../kernels/matmul.js';
 import * as ops from '../kernels/rwkv7_ops.js';
@@ -150,7 +149,7 @@ interface GradArena {
 export type Rwkv7MemoryCategory = 'weights' | 'trainable' | 'activations' | 'wkvSaved' | 'backward' | 'logits';
 
 /**
- * Bytes the model holds by category, counted as the buffer pool's size classes (what
+ * Bytes the model holds by category, counted as its buffers' sizes (what
  * the GPU really holds). The optimizer's moments (AdamW: 2 × params) and the runtime's
  * pooled kernel scratch are not the model's and not included.
  */
@@ -187,8 +186,9 @@ export class Rwkv7Model {
   private readonly w: GpuWeights;
   private readonly opts: Rwkv7Options;
   private readonly scale: number;
-  /** The embedding's bf16 bits [V, C] on the host. */
+  /** The embedding's bf16 bits [V, C] on the host, and the batch's rows of it on the GPU. */
   private readonly embTable: Uint16Array;
+  private readonly embRows: Tensor;
   private readonly targets: Tensor;
   private readonly rowLoss: Tensor;
   private readonly nValid: Tensor;
@@ -284,6 +284,7 @@ export class Rwkv7Model {
       [this.layout.size],
       'f32',
       'params',
+      true,
     ));
     this.grads = this.alloc('trainable', [this.layout.size], 'f32', 'grads');
     fill(gpu, this.grads, 0);
@@ -301,6 +302,7 @@ export class Rwkv7Model {
     this.rowLoss = this.alloc('logits', [M], 'f32', 'rowLoss');
     this.nValid = this.alloc('logits', [1], 'u32', 'nValid');
     this.lossOut = this.alloc('logits', [1], 'f32', 'loss');
+    this.embRows = this.alloc('activations', [M, C], 'bf16', 'embedding rows');
     this.xemb = act([M, C], 'xemb');
     this.st0 = act([M, 2], 'ln0 stats');
     this.xs = Array.from({ length: d.nLayer + 1 }, (_, l) => act([M, C], `x${l}`));
@@ -320,7 +322,7 @@ export class Rwkv7Model {
     for (let l = 0; l < d.nLayer; l++) {
       const s = opts.initialStates?.[l];
       const shape = [B, d.nHead, d.headSize, d.headSize];
-      this.s0.push(s ? this.own('trainable', gpu.upload(s, shape, 'f32', `s0.${l}`)) : undefined);
+      this.s0.push(s ? this.own('trainable', gpu.upload(s, shape, 'f32', `s0.${l}`, true)) : undefined);
       const ds = s ? this.alloc('trainable', shape, 'f32', `ds0.${l}`) : undefined;
       if (ds) fill(gpu, ds, 0);
       this.ds0.push(ds);
@@ -338,7 +340,7 @@ export class Rwkv7Model {
   }
 
   private count(category: Rwkv7MemoryCategory, t: Tensor): Tensor {
-    this.held[category] += sizeClass(t.byteLength);
+    this.held[category] += t.buffer.size;
     return t;
   }
 
@@ -348,7 +350,7 @@ export class Rwkv7Model {
   }
 
   private alloc(category: Rwkv7MemoryCategory, shape: readonly number[], dtype: DType, label: string): Tensor {
-    return this.own(category, this.gpu.tensor(shape, dtype, label));
+    return this.own(category, this.gpu.tensor(shape, dtype, label, true));
   }
 
   /** GPU memory the model holds, by category. */
@@ -444,14 +446,10 @@ export class Rwkv7Model {
         throw new Error(`setBatch: label ${labels[i]} at position ${i} is neither -100 nor in [0, ${V})`);
       }
     }
-    // The batch's embedding rows, bf16 widened to f32 (its top half).
     const C = this.dims.nEmbd;
-    const rows = new Uint32Array(M * C);
-    for (let i = 0; i < M; i++) {
-      const from = ids[i] * C;
-      for (let j = 0; j < C; j++) rows[i * C + j] = this.embTable[from + j] << 16;
-    }
-    this.gpu.write(this.xemb, rows);
+    const rows = new Uint16Array(M * C);
+    for (let i = 0; i < M; i++) rows.set(this.embTable.subarray(ids[i] * C, (ids[i] + 1) * C), i * C);
+    this.gpu.write(this.embRows, rows);
     this.gpu.write(this.targets, Int32Array.from(labels));
     this.gpu.write(this.seed, Uint32Array.of(dropoutSeed >>> 0));
   }
@@ -465,6 +463,7 @@ export class Rwkv7Model {
   forward(): void {
     const d = this.dims;
     const gpu = this.gpu;
+    widenBf16(gpu, this.embRows, this.xemb);
     groupNorm(gpu, this.xemb, this.lnWeight('blocks.0.ln0.weight'), this.lnWeight('blocks.0.ln0.bias'), this.xs[0], { groupSize: d.nEmbd, eps: LN_EPS, stats: this.st0 });
     for (let l = 0; l < d.nLayer; l++) this.blockForward(l, this.arena(l));
     groupNorm(gpu, this.xs[d.nLayer], this.lnWeight('ln_out.weight'), this.lnWeight('ln_out.bias'), this.xo, { groupSize: d.nEmbd, eps: LN_EPS, stats: this.sto });

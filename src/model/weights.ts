@@ -48,7 +48,7 @@ export class GpuWeights {
   constructor(private readonly gpu: GpuRuntime) {}
 
   uploadMatrix(name: string, t: HostTensor): Tensor {
-    const g = this.gpu.upload(hostToBf16(t), t.shape, 'bf16', name);
+    const g = this.gpu.upload(hostToBf16(t), t.shape, 'bf16', name, true);
     this.tensors.set(name, g);
     return g;
   }
@@ -56,7 +56,7 @@ export class GpuWeights {
   /** A vector (or small table) as f32, flattened to one dimension. */
   uploadVector(name: string, t: HostTensor): Tensor {
     const f = hostToF32(t);
-    const g = this.gpu.upload(f, [f.length], 'f32', name);
+    const g = this.gpu.upload(f, [f.length], 'f32', name, true);
     this.tensors.set(name, g);
     return g;
   }

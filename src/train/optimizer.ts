@@ -43,8 +43,8 @@ export class AdamW {
     layout: TrainableLayout,
     private readonly cfg: OptimizerConfig,
   ) {
-    this.m = gpu.tensor(params.shape, 'f32', 'adam m');
-    this.v = gpu.tensor(params.shape, 'f32', 'adam v');
+    this.m = gpu.tensor(params.shape, 'f32', 'adam m', true);
+    this.v = gpu.tensor(params.shape, 'f32', 'adam v', true);
     fill(gpu, this.m, 0);
     fill(gpu, this.v, 0);
     this.sqNorm = gpu.tensor([1], 'f32', 'grad sq norm');

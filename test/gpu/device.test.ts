@@ -27,6 +27,18 @@ describe('device', () => {
     gpu.free(t);
   });
 
+  it('allocates exact tensors at their size rounded to 256 bytes, not to a size class', async () => {
+    const gpu = await getGpu();
+    const n = 1_000_003;
+    const before = gpu.memory().currentBytes;
+    const t = gpu.tensor([n], 'f32', 'weights', true);
+    const exact = Math.ceil((4 * n) / 256) * 256;
+    expect(t.buffer.size).toBe(exact);
+    expect(exact).toBeLessThan(sizeClass(4 * n));
+    expect(gpu.memory().currentBytes - before).toBe(exact);
+    gpu.free(t);
+  });
+
   it('reuses pooled buffers and tracks current and peak bytes', async () => {
     const gpu = await getGpu();
     await gpu.sync();

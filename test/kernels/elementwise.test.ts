@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { activation, activationBackward, add, axpby, fill, mul, type Activation } from '../../src/kernels/elementwise.js';
+import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
+import { activation, activationBackward, add, axpby, fill, mul, widenBf16, type Activation } from '../../src/kernels/elementwise.js';
 import { expectClose, f32, finiteDiff, freshRng, getGpu, poison } from '../helpers.js';
 
 describe('axpby', () => {
@@ -110,6 +111,28 @@ describe('activations', () => {
       });
     }
   }
+});
+
+describe('widenBf16', () => {
+  for (const n of [1, 2, 513, 70_002]) {
+    it(`n=${n}: exact`, async () => {
+      const gpu = await getGpu();
+      const rng = freshRng();
+      const bits = packBf16(rng.normals(n, 1e3));
+      const x = gpu.upload(bits, [n], 'bf16', 'rows');
+      const y = gpu.tensor([n], 'f32', 'y');
+      poison(gpu, y);
+      widenBf16(gpu, x, y);
+      expect(Array.from(await gpu.readF32(y))).toEqual(Array.from(unpackBf16(bits, n)));
+      gpu.free(x);
+      gpu.free(y);
+    });
+  }
+  it('names mismatched tensors', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([4], 'bf16', 'rows');
+    expect(() => widenBf16(gpu, x, gpu.tensor([5], 'f32', 'y'))).toThrow(/widenBf16: rows\[4\]:bf16 should be bf16 with the 5 elements of y\[5\]:f32/);
+  });
 });
 
 describe('fill', () => {
