@@ -59,14 +59,12 @@ function chooseSplits(tiles: number, k: number, mn: number, minK: number): numbe
 }
 
 /**
- * 'auto': tensor cores (f16 operands, f32 accumulation) for products of at least
- * TC_MIN_MACS multiply-adds with a frozen bf16 weight, or with two f32 operands over a K
- * of at most TC_SHORT_K, when the adapter has them; the f32 kernel otherwise. 'f32':
- * always the f32 kernel; 'tc': always tensor cores.
- * The other LoRA products (x·Aᵀ, dy·B and the weight gradients, K = tokens or a layer's
- * width) stay f32 in 'auto': their f16 copies would be whole activations, transposed for
- * the weight gradients, and all of them on tensor cores ran slower on an H200
- * (bench/RESULTS.md).
+ * 'auto': tensor cores (f16 operands, f32 accumulation) for products with a frozen bf16
+ * weight of at least TC_MIN_MACS multiply-adds when the adapter has them, the f32
+ * kernel otherwise; 'f32': always the f32 kernel; 'tc': always tensor cores.
+ * LoRA products (matmulF32) stay f32 in 'auto': their weight gradients sum over every
+ * token with heavy cancellation, where f16 operands cost accuracy, and on an H200
+ * tensor cores gained little on them (bench/RESULTS.md).
  */
 export type MatmulMode = 'auto' | 'f32' | 'tc';
 
@@ -77,13 +75,6 @@ export type MatmulMode = 'auto' | 'f32' | 'tc';
  * bench/RESULTS.md, so they stay on tensor cores.)
  */
 export const TC_MIN_MACS = 2 ** 24;
-
-/**
- * LoRA's up-projections (h·Bᵀ into y, dh·A into dx) have K = r: short, so their f16
- * copies are small (M×r and N×r), and on the f32 kernel their few K steps ran at 17
- * TFLOP/s (bench/RESULTS.md).
- */
-export const TC_SHORT_K = 128;
 
 const modes = new WeakMap<GpuRuntime, MatmulMode>();
 
@@ -102,14 +93,14 @@ export function setMatmulMode(gpu: GpuRuntime, mode: MatmulMode): void {
   modes.set(gpu, mode);
 }
 
-function useTensorCores(gpu: GpuRuntime, spec: Spec, k: number, macs: number): boolean {
+function useTensorCores(gpu: GpuRuntime, spec: Spec, macs: number): boolean {
   const mode = matmulMode(gpu);
   if (mode === 'f32') return false;
   if (mode === 'tc') {
     if (!tcSupport(gpu)) throw new Error('matmul mode tc: this adapter has no f16 subgroup-matrix (tensor-core) configuration');
     return true;
   }
-  return (spec.bDtype === 'bf16' || k <= TC_SHORT_K) && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
+  return spec.bDtype === 'bf16' && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
 }
 
 interface Spec {
@@ -257,7 +248,7 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   for (const src of [a, b]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
   }
-  const tc = useTensorCores(gpu, spec, k, m * n * k);
+  const tc = useTensorCores(gpu, spec, m * n * k);
   const tile = n > m ? WIDE : TALL;
   const pad = tc ? tcPadding(gpu) : undefined;
   const [bm, bn, bk] = pad ? [pad.rowsA, pad.rowsB, pad.k] : [tile.bm, tile.bn, BK];
