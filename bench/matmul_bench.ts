@@ -6,7 +6,8 @@
 import type { GpuRuntime } from '../src/gpu/device.js';
 import { numel, type Tensor } from '../src/gpu/tensor.js';
 import { matmulBf16, matmulF32, setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
-import { matmulTcBf16, parseTcTiling } from '../src/kernels/matmul_tc.js';
+import { widenBf16 } from '../src/kernels/elementwise.js';
+import { matmulTcBf16, matmulTcF32, parseTcTiling } from '../src/kernels/matmul_tc.js';
 import { Rng } from '../src/util/rng.js';
 import { gpuTime } from './gpu_timing.js';
 import { flops, type MatmulShape } from './layouts.js';
@@ -108,33 +109,47 @@ export async function benchMatmuls(
 export interface TilingResult {
   shape: string;
   tiling: string;
+  /** How the kernel reads B: the bf16 weight in place (rounded to f16 as it is staged), or a scaled f16 copy. */
+  b: 'bf16' | 'f16';
   ms: number;
   tflops: number;
 }
 
-/** The tensor-core product kernel alone (f16 copy excluded) under each tiling, on bf16 shapes. */
+/**
+ * The tensor-core product kernel alone (f16 copies excluded) under each tiling, on bf16
+ * shapes: B read as the bf16 weight and, the same values, as an f16 copy (what weights
+ * stored as f16 at load would cost).
+ */
 export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape[], tilings: readonly string[], log: (line: string) => void): Promise<TilingResult[]> {
   const rng = new Rng(12);
   const out: TilingResult[] = [];
   for (const s of shapes.filter((x) => x.dtype === 'bf16')) {
     const o = operands(gpu, s, rng);
     if (typeof o === 'string') continue;
+    const bF32 = gpu.tensor(o.b.shape, 'f32', 'W as f32');
+    widenBf16(gpu, o.b, bF32);
     for (const name of tilings) {
       const tiling = parseTcTiling(name);
-      let t;
-      try {
-        t = await gpuTime(gpu, () =>
-          matmulTcBf16(gpu, o.a, o.b, o.c, { m: s.m, n: s.n, k: s.k, alpha: 1, accumulate: false, transA: false, transW: s.transB }, tiling),
-        );
-      } catch (e) {
-        log(`  tiling ${name} failed: ${(e as Error).message.split('\n')[0]}`);
-        continue;
+      const prod = { m: s.m, n: s.n, k: s.k, alpha: 1, accumulate: false, transA: false };
+      const records: [TilingResult['b'], () => void][] = [
+        ['bf16', () => matmulTcBf16(gpu, o.a, o.b, o.c, { ...prod, transW: s.transB }, tiling)],
+        ['f16', () => matmulTcF32(gpu, o.a, bF32, o.c, { ...prod, transB: s.transB }, tiling)],
+      ];
+      for (const [b, record] of records) {
+        let t;
+        try {
+          t = await gpuTime(gpu, record);
+        } catch (e) {
+          log(`  tiling ${name} (B ${b}) failed: ${(e as Error).message.split('\n')[0]}`);
+          continue;
+        }
+        const ms = Object.entries(t.byKernel).filter(([k]) => k.startsWith('matmulTc')).reduce((x, [, v]) => x + v, 0);
+        const r = { shape: `${s.what} ${s.m}x${s.n}x${s.k}`, tiling: name, b, ms, tflops: flops(s) / ms / 1e9 };
+        log(`  tiling ${name.padEnd(12)} B ${b.padEnd(4)} ${r.shape.padEnd(40)} ${r.tflops.toFixed(1)} TFLOP/s (product kernel only)`);
+        out.push(r);
       }
-      const ms = Object.entries(t.byKernel).filter(([k]) => k.startsWith('matmulTc')).reduce((x, [, v]) => x + v, 0);
-      const r = { shape: `${s.what} ${s.m}x${s.n}x${s.k}`, tiling: name, ms, tflops: flops(s) / ms / 1e9 };
-      log(`  tiling ${name.padEnd(12)} ${r.shape.padEnd(40)} ${r.tflops.toFixed(1)} TFLOP/s (product kernel only)`);
-      out.push(r);
     }
+    gpu.free(bF32);
     free(gpu, o);
   }
   return out;

@@ -45,7 +45,7 @@ export function matmulTable(results: readonly MatmulResult[], torch: TorchResult
 }
 
 export function tilingTable(results: readonly TilingResult[]): string {
-  return table(['product', 'tiling WM×WN×TM×TN×BK', 'ms', 'TFLOP/s (product kernel only)'], results.map((r) => [r.shape, r.tiling, r.ms.toFixed(3), f1(r.tflops)]));
+  return table(['product', 'tiling WM×WN×TM×TN×BK', 'B read as', 'ms', 'TFLOP/s (product kernel only)'], results.map((r) => [r.shape, r.tiling, r.b, r.ms.toFixed(3), f1(r.tflops)]));
 }
 
 export function wkvTable(results: readonly WkvResult[], torch: TorchResults | undefined): string {
