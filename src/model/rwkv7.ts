@@ -15,7 +15,8 @@
  *
  * The embedding stays on the host: it is frozen and a batch reads only its own rows,
  * so setBatch gathers them there and uploads them as bf16 (it would cost 0.3 GiB of GPU
- * memory at 1.5B and 2.9B, for a 5–35 MiB upload a step).
+ * memory at 1.5B and 2.9B, for an upload of 1.5 MiB (0.1B, micro_bsz 1) to 40 MiB (2.9B,
+ * micro_bsz 8) a step).
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import { view, type DType, type Tensor } from '../gpu/tensor.js';
@@ -34,8 +35,9 @@ const LN_EPS = 1e-5;
 const GN_EPS = 64e-5;
 /**
  * The default head chunk keeps one chunk's f32 logits within this (256 rows at V = 65536;
- * their f16 copy for the tensor cores takes half as much again): 1024 rows cost 0.28 GiB
- * more, a tenth of the 2.9B layout's activations and scratch at micro_bsz 1.
+ * their f16 copy for the tensor cores takes half as much again). On an H200, 1024 rows held
+ * 0.28 GiB more at n_embd 2560, ran 2% faster at 0.1B micro_bsz 1 and 1% slower at 1.5B
+ * micro_bsz 8 (bench/RESULTS.md).
  */
 const HEAD_CHUNK_BYTES = 64 * 2 ** 20;
 
