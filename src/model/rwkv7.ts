@@ -14,8 +14,8 @@
  * and turned into its rows of dx before the next chunk reuses the buffer.
  *
  * The embedding stays on the host: it is frozen and a batch reads only its own rows,
- * so setBatch gathers them there and uploads them as bf16 (it would cost 0.3 GiB of GPU
- * memory at 1.5B and 2.9B, for an upload of 1.5 MiB (0.1B, micro_bsz 1) to 40 MiB (2.9B,
+ * so setBatch gathers them there and uploads them as bf16 (on the GPU it took 0.25 and 0.31 GiB
+ * at 1.5B and 2.9B, for an upload of 1.5 MiB (0.1B, micro_bsz 1) to 40 MiB (2.9B,
  * micro_bsz 8) a step).
  */
 import type { GpuRuntime } from '../gpu/device.js';
