@@ -29,7 +29,7 @@ import * as ops from '../kernels/rwkv7_ops.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Saved } from '../kernels/wkv7.js';
 import { buildLayout, initialValues, loraSpecs, type LoraConfig, type Rwkv7LoraTarget, type TrainableLayout } from '../lora/lora.js';
 import { rwkv7Dims, type Rwkv7Dims } from './rwkv7_config.js';
-import { GpuWeights, hostToBf16, hostToF32, type HostTensor } from './weights.js';
+import { GpuWeights, hostBf16Bits, hostToF32, type HostTensor } from './weights.js';
 
 const LN_EPS = 1e-5;
 const GN_EPS = 64e-5;
@@ -67,13 +67,6 @@ export interface Rwkv7Options {
   source?: string;
   /** n_layer / n_embd from a config, checked against the weights. */
   expect?: { nLayer?: number; nEmbd?: number };
-}
-
-/** bf16 bits of a host tensor: a view of a bf16 one, else a rounded copy. */
-function bf16Bits(t: HostTensor): Uint16Array {
-  const n = t.shape.reduce((a, b) => a * b, 1);
-  if (t.dtype === 'bf16' && t.data.byteOffset % 2 === 0) return new Uint16Array(t.data.buffer, t.data.byteOffset, n);
-  return hostToBf16(t);
 }
 
 const SMALL_MATRICES = ['w1', 'w2', 'a1', 'a2', 'v1', 'v2', 'g1', 'g2'];
@@ -188,8 +181,9 @@ export class Rwkv7Model {
   private readonly w: GpuWeights;
   private readonly opts: Rwkv7Options;
   private readonly scale: number;
-  /** The embedding's bf16 bits [V, C] on the host, and the batch's rows of it on the GPU. */
+  /** The embedding's bf16 bits [V, C] on the host; the batch's rows of it, gathered on the host, then on the GPU. */
   private readonly embTable: Uint16Array;
+  private readonly embRowsHost: Uint16Array;
   private readonly embRows: Tensor;
   private readonly targets: Tensor;
   private readonly rowLoss: Tensor;
@@ -270,7 +264,7 @@ export class Rwkv7Model {
 
     // Frozen weights, uploaded here unless create() did it.
     const get = (k: string): HostTensor => host.get(k)!;
-    this.embTable = bf16Bits(get('emb.weight'));
+    this.embTable = hostBf16Bits(get('emb.weight'));
     this.w = uploaded ?? new GpuWeights(gpu);
     for (const [k, kind] of frozenWeights(d.nLayer)) {
       if (uploaded) this.count('weights', this.w.get(k));
@@ -304,6 +298,7 @@ export class Rwkv7Model {
     this.rowLoss = this.alloc('logits', [M], 'f32', 'rowLoss');
     this.nValid = this.alloc('logits', [1], 'u32', 'nValid');
     this.lossOut = this.alloc('logits', [1], 'f32', 'loss');
+    this.embRowsHost = new Uint16Array(M * C);
     this.embRows = this.alloc('activations', [M, C], 'bf16', 'embedding rows');
     this.xemb = act([M, C], 'xemb');
     this.st0 = act([M, 2], 'ln0 stats');
@@ -449,7 +444,7 @@ export class Rwkv7Model {
       }
     }
     const C = this.dims.nEmbd;
-    const rows = new Uint16Array(M * C);
+    const rows = this.embRowsHost;
     for (let i = 0; i < M; i++) rows.set(this.embTable.subarray(ids[i] * C, (ids[i] + 1) * C), i * C);
     this.gpu.write(this.embRows, rows);
     this.gpu.write(this.targets, Int32Array.from(labels));

@@ -37,6 +37,13 @@ export function hostToBf16(t: HostTensor): Uint16Array {
   return bits;
 }
 
+/** bf16 bits of a host tensor: a view of a bf16 one (no copy), else hostToBf16's rounded copy. */
+export function hostBf16Bits(t: HostTensor): Uint16Array {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  if (t.dtype === 'bf16' && t.data.byteOffset % 2 === 0) return new Uint16Array(t.data.buffer, t.data.byteOffset, n);
+  return hostToBf16(t);
+}
+
 export function f32Host(shape: readonly number[], values: ArrayLike<number>): HostTensor {
   const f = Float32Array.from(values);
   return { dtype: 'f32', shape, data: new Uint8Array(f.buffer) };
