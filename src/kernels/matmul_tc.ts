@@ -38,30 +38,19 @@ export interface TcTiling {
   double?: boolean;
   /** A's matrices loaded from storage, not staged. */
   aGlobal?: boolean;
-  /**
-   * Staged as whole matrices: each subgroup loads some of the tile's matrices from the f16
-   * copies and stores them to workgroup memory (the driver's wide stores instead of one
-   * scalar f16 store per element). A always; B when it is an f16 copy.
-   */
-  matrixStaging?: boolean;
 }
 
-/**
- * WMxWNxTMxTNxBK with optional suffixes d (double), g (aGlobal) and m (matrixStaging),
- * e.g. 2x2x4x4x32dg.
- */
+/** WMxWNxTMxTNxBK with optional suffixes d (double) and g (aGlobal), e.g. 2x2x4x4x32dg. */
 export function parseTcTiling(s: string): TcTiling {
-  const m = /^(\d+)x(\d+)x(\d+)x(\d+)x(\d+)([dgm]*)$/.exec(s);
+  const m = /^(\d+)x(\d+)x(\d+)x(\d+)x(\d+)([dg]*)$/.exec(s);
   const nums = m ? m.slice(1, 6).map(Number) : [];
-  if (!m || !nums.every((v) => v > 0)) {
-    throw new Error(`tensor-core tiling ${s}: expected WMxWNxTMxTNxBK with optional suffixes d (double-buffered), g (A from storage) and m (staged as whole matrices), e.g. 2x2x4x4x32dg`);
-  }
+  if (!m || !nums.every((v) => v > 0)) throw new Error(`tensor-core tiling ${s}: expected WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from storage), e.g. 2x2x4x4x32dg`);
   const [wm, wn, tm, tn, bk] = nums;
-  return { wm, wn, tm, tn, bk, double: m[6].includes('d'), aGlobal: m[6].includes('g'), matrixStaging: m[6].includes('m') };
+  return { wm, wn, tm, tn, bk, double: m[6].includes('d'), aGlobal: m[6].includes('g') };
 }
 
 export function tcTilingName(t: TcTiling): string {
-  return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}${t.aGlobal ? 'g' : ''}${t.matrixStaging ? 'm' : ''}`;
+  return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}${t.aGlobal ? 'g' : ''}`;
 }
 
 // 2×4 subgroups of 4×4 tiles (128×256 per workgroup): the fastest of the twenty tilings
@@ -146,19 +135,15 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
   const LDB = kn ? BN + 8 : BK + 8;
   const vecB = bKind === 'nk' || bKind === 'kn' || bKind === 'f16';
   const aGlobal = t.aGlobal ?? false;
-  if (aGlobal && t.matrixStaging) throw new Error(`tensor-core tiling ${tcTilingName(t)}: A cannot be both unstaged (g) and staged as matrices (m)`);
-  const matA = (t.matrixStaging ?? false) && !aGlobal;
-  const matB = (t.matrixStaging ?? false) && bKind === 'f16';
   const bufs = t.double ? 2 : 1;
-  const subgroups = TH / s.subgroupSize;
-  // Per thread: 8-element units; per subgroup with matrix staging: whole matrices.
-  const aUnits = aGlobal ? 0 : matA ? (BM / SM) * (BK / SK) / subgroups : (BM * BK) / 8 / TH;
-  const bUnits = matB ? (BN / SN) * (BK / SK) / subgroups : vecB ? (BN * BK) / 8 / TH : (BN * BK) / TH;
+  const aUnits = aGlobal ? 0 : (BM * BK) / 8 / TH;
+  const bUnits = vecB ? (BN * BK) / 8 / TH : (BN * BK) / TH;
   if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
   }
   const sizeA = aGlobal ? 0 : BM * LDA;
   const sizeB = kn ? BK * LDB : BN * LDB;
+  const subgroups = TH / s.subgroupSize;
   const stagingBytes = bufs * (sizeA + sizeB) * 2;
   // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory allows.
   const tilesPerPass = [t.tm * t.tn, t.tn, 1].find((n) => stagingBytes + subgroups * n * SM * SN * 4 <= maxWorkgroupBytes);
@@ -169,20 +154,11 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
   const emit = (s: string): number => lines.push(s);
 
   // ---- global -> registers (tile at k0) ----
-  // Matrix staging: subgroup sg moves matrices q = sg·units + j of the tile, BK/SK to a row.
-  const q = (units: number, j: number): string => `(sg * ${units}u + ${j}u)`;
-  const kMats = BK / SK;
   const loadA = Array.from({ length: aUnits }, (_, j) => {
-    if (matA) {
-      return `ma${j} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&a16h, (m0 + ${q(aUnits, j)} / ${kMats}u * ${SM}u) * p.kp + k0 + ${q(aUnits, j)} % ${kMats}u * ${SK}u, false, p.kp);`;
-    }
     const u = `(li + ${j * TH}u)`;
     return `ra${j} = a16[((m0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
   });
   const loadB = Array.from({ length: bUnits }, (_, j) => {
-    if (matB) {
-      return `mb${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${SN}, ${SK}>>(&b16h, (n0 + ${q(bUnits, j)} / ${kMats}u * ${SN}u) * p.kp + k0 + ${q(bUnits, j)} % ${kMats}u * ${SK}u, true, p.kp);`;
-    }
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
@@ -204,12 +180,10 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
 
   // ---- registers -> workgroup memory (buffer at sAo / sBo), as f16 ----
   const storeA = Array.from({ length: aUnits }, (_, j) => {
-    if (matA) return `subgroupMatrixStore(&sA, sAo + ${q(aUnits, j)} / ${kMats}u * ${SM * LDA}u + ${q(aUnits, j)} % ${kMats}u * ${SK}u, ma${j}, false, ${LDA}u);`;
     const u = `(li + ${j * TH}u)`;
     return put8('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
   });
   const storeB = Array.from({ length: bUnits }, (_, j) => {
-    if (matB) return `subgroupMatrixStore(&sB, sBo + ${q(bUnits, j)} / ${kMats}u * ${SN * LDB}u + ${q(bUnits, j)} % ${kMats}u * ${SK}u, mb${j}, true, ${LDB}u);`;
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
@@ -262,7 +236,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
   const hasEb = bKind === 'f16';
   const bBinding =
     bKind === 'f16'
-      ? `@group(0) @binding(3) var<storage, read> ${matB ? 'b16h: array<f16>' : 'b16: array<vec4u>'};\n@group(0) @binding(4) var<storage, read> eb: array<i32>;`
+      ? '@group(0) @binding(3) var<storage, read> b16: array<vec4u>;\n@group(0) @binding(4) var<storage, read> eb: array<i32>;'
       : vecB
         ? '@group(0) @binding(3) var<storage, read> wv: array<vec4u>;'
         : '@group(0) @binding(3) var<storage, read> ws: array<u32>;';
@@ -276,7 +250,7 @@ enable chromium_experimental_subgroup_matrix;
 
 struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${aGlobal || matA ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
+${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
 ${bBinding}
 @group(0) @binding(${cBinding}) var<storage, read_write> c: array<f32>;
@@ -331,8 +305,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let bCol = (sg % ${t.wn}u) * ${t.tn * SN}u;
   let cBase = sg * ${tilesPerPass * SM * SN}u;
   ${tiles.map(([i, j]) => `var ${acc(i, j)} = subgroup_matrix_result<f32, ${SN}, ${SM}>();`).join('\n  ')}
-  ${Array.from({ length: aUnits }, (_, j) => (matA ? `var ma${j} = subgroup_matrix_left<f16, ${SK}, ${SM}>();` : `var ra${j}: vec4u;`)).join(' ')}
-  ${Array.from({ length: bUnits }, (_, j) => (matB ? `var mb${j} = subgroup_matrix_right<f16, ${SN}, ${SK}>();` : `var rb${j}: ${bRegType};`)).join(' ')}
+  ${Array.from({ length: aUnits }, (_, j) => `var ra${j}: vec4u;`).join(' ')}
+  ${Array.from({ length: bUnits }, (_, j) => `var rb${j}: ${bRegType};`).join(' ')}
   ${aGlobal ? '' : 'var sAo = 0u;'}
   var sBo = 0u;
   var k0 = kBeg;

@@ -129,7 +129,7 @@ describe('tensor-core matmul', () => {
   }
 
   // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts.
-  for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x16d', '2x2x4x4x32dm', '2x4x4x4x32m']) {
+  for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x16d']) {
     for (const [m, k, n] of [[200, 96, 264], [129, 300, 17]] as const) {
       it(`tiling ${name}: matmulBf16 both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
         setMatmulMode(gpu, 'tc');
