@@ -1,13 +1,13 @@
 /**
  * TFLOP/s of every matrix product of a training step (bench/layouts.ts) through
- * matmulBf16/matmulF32, on the f32 kernel and on tensor cores, and of alternative
+ * matmulWeight/matmulF32, on the f32 kernel and on tensor cores, and of alternative
  * tensor-core tilings on the dominant products.
  */
 import type { GpuRuntime } from '../src/gpu/device.js';
 import { numel, type Tensor } from '../src/gpu/tensor.js';
-import { matmulBf16, matmulF32, setMatmulMode, type MatmulMode } from '../src/kernels/matmul.js';
-import { widenBf16 } from '../src/kernels/elementwise.js';
-import { matmulTcBf16, matmulTcF32, parseTcTiling } from '../src/kernels/matmul_tc.js';
+import { matmulF32, matmulWeight, preferredWeightDtype, setMatmulMode, type MatmulMode, type WeightDtype } from '../src/kernels/matmul.js';
+import { matmulTcWeight, parseTcTiling } from '../src/kernels/matmul_tc.js';
+import { bf16ToF16 } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
 import { gpuTime } from './gpu_timing.js';
 import { flops, type MatmulShape } from './layouts.js';
@@ -31,10 +31,12 @@ interface Operands {
   a: Tensor;
   b: Tensor;
   c: Tensor;
+  /** A frozen weight's bf16 bits on the host, whatever B's dtype on the GPU. */
+  wBits?: Uint16Array;
 }
 
-/** Random operands in their stored layouts, or why they cannot be bound. */
-function operands(gpu: GpuRuntime, s: MatmulShape, rng: Rng): Operands | string {
+/** Random operands in their stored layouts (a frozen weight as wDtype), or why they cannot be bound. */
+function operands(gpu: GpuRuntime, s: MatmulShape, rng: Rng, wDtype: WeightDtype = preferredWeightDtype(gpu)): Operands | string {
   const aShape = s.transA ? [s.k, s.m] : [s.m, s.k];
   const bShape = s.transB ? [s.n, s.k] : [s.k, s.n];
   const max = gpu.limits.maxStorageBufferBindingSize;
@@ -43,13 +45,12 @@ function operands(gpu: GpuRuntime, s: MatmulShape, rng: Rng): Operands | string 
   }
   const normal = (std: number) => () => rng.normal() * std;
   const a = gpu.upload(tiled(new Float32Array(numel(aShape)), normal(1)), aShape, 'f32', 'A');
-  const b =
-    s.dtype === 'bf16'
-      ? gpu.upload(tiled(new Uint16Array(numel(bShape) + 1), () => bf16Bits(rng.normal() / Math.sqrt(s.k))), bShape, 'bf16', 'W')
-      : gpu.upload(tiled(new Float32Array(numel(bShape)), normal(0.1)), bShape, 'f32', 'B');
   const c = gpu.tensor([s.m, s.n], 'f32', 'C');
   gpu.fill(c, 0);
-  return { a, b, c };
+  if (s.dtype !== 'bf16') return { a, b: gpu.upload(tiled(new Float32Array(numel(bShape)), normal(0.1)), bShape, 'f32', 'B'), c };
+  const wBits = tiled(new Uint16Array(numel(bShape) + 1), () => bf16Bits(rng.normal() / Math.sqrt(s.k)));
+  const w16 = wDtype === 'f16' ? bf16ToF16(wBits) : undefined;
+  return { a, b: w16 ? gpu.upload(w16, bShape, 'f16', 'W') : gpu.upload(wBits, bShape, 'bf16', 'W'), c, wBits };
 }
 
 function bf16Bits(x: number): number {
@@ -58,7 +59,7 @@ function bf16Bits(x: number): number {
 }
 
 function record(gpu: GpuRuntime, s: MatmulShape, o: Operands): void {
-  if (s.dtype === 'bf16') matmulBf16(gpu, o.a, o.b, o.c, { transW: s.transB });
+  if (s.dtype === 'bf16') matmulWeight(gpu, o.a, o.b, o.c, { transW: s.transB });
   else matmulF32(gpu, o.a, o.b, o.c, { transA: s.transA, transB: s.transB });
 }
 
@@ -109,33 +110,28 @@ export async function benchMatmuls(
 export interface TilingResult {
   shape: string;
   tiling: string;
-  /** How the kernel reads B: the bf16 weight in place (rounded to f16 as it is staged), or a scaled f16 copy. */
-  b: 'bf16' | 'f16';
+  /** The weight's dtype on the GPU (bf16 is rounded to f16 as it is staged). */
+  b: WeightDtype;
   ms: number;
   tflops: number;
 }
 
 /**
- * The tensor-core product kernel alone (f16 copies excluded) under each tiling, on bf16
- * shapes: B read as the bf16 weight and, the same values, as an f16 copy (what weights
- * stored as f16 at load would cost).
+ * The tensor-core product kernel alone (A's f16 copy excluded) under each tiling, on the
+ * frozen-weight shapes, with the weight stored as bf16 and, the same values, as f16.
  */
 export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape[], tilings: readonly string[], log: (line: string) => void): Promise<TilingResult[]> {
   const rng = new Rng(12);
   const out: TilingResult[] = [];
   for (const s of shapes.filter((x) => x.dtype === 'bf16')) {
-    const o = operands(gpu, s, rng);
+    const o = operands(gpu, s, rng, 'bf16');
     if (typeof o === 'string') continue;
-    const bF32 = gpu.tensor(o.b.shape, 'f32', 'W as f32');
-    widenBf16(gpu, o.b, bF32);
+    const w16 = gpu.upload(bf16ToF16(o.wBits!)!, o.b.shape, 'f16', 'W as f16');
     for (const name of tilings) {
       const tiling = parseTcTiling(name);
       const prod = { m: s.m, n: s.n, k: s.k, alpha: 1, accumulate: false, transA: false };
-      const records: [TilingResult['b'], () => void][] = [
-        ['bf16', () => matmulTcBf16(gpu, o.a, o.b, o.c, { ...prod, transW: s.transB }, tiling)],
-        ['f16', () => matmulTcF32(gpu, o.a, bF32, o.c, { ...prod, transB: s.transB }, tiling)],
-      ];
-      for (const [b, record] of records) {
+      for (const [b, w] of [['bf16', o.b], ['f16', w16]] as const) {
+        const record = (): void => matmulTcWeight(gpu, o.a, w, o.c, { ...prod, transW: s.transB }, tiling);
         let t;
         try {
           t = await gpuTime(gpu, record);
@@ -149,7 +145,7 @@ export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape
         out.push(r);
       }
     }
-    gpu.free(bF32);
+    gpu.free(w16);
     free(gpu, o);
   }
   return out;

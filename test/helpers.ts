@@ -5,7 +5,8 @@
  */
 import { afterAll } from 'vitest';
 import { acquireGpu, type GpuRuntime } from '../src/gpu/device.js';
-import type { Tensor } from '../src/gpu/tensor.js';
+import { f16BitsToF32, f32ToF16Bits, packBf16, unpackBf16, type Tensor } from '../src/gpu/tensor.js';
+import type { WeightDtype } from '../src/kernels/matmul.js';
 import { Rng as BaseRng } from '../src/util/rng.js';
 
 let gpuPromise: Promise<GpuRuntime> | undefined;
@@ -88,4 +89,20 @@ export function finiteDiff(f: (x: Float64Array) => number, x: Float64Array, indi
     x[i] = save;
     return (fp - fm) / (2 * h);
   });
+}
+
+/**
+ * Weights at a Linear's scale, rounded to the stored dtype on the host (an odd count
+ * padded to whole u32s): the reference uses the rounded values, so the product is
+ * f32-exact up to summation order.
+ */
+export function weight(rng: Rng, count: number, dtype: WeightDtype, scale: number): { bits: Uint16Array; values: Float32Array } {
+  const normals = rng.normals(count, scale);
+  if (dtype === 'bf16') {
+    const bits = packBf16(normals);
+    return { bits, values: unpackBf16(bits, count) };
+  }
+  const bits = new Uint16Array(count + (count & 1));
+  normals.forEach((v, i) => (bits[i] = f32ToF16Bits(v)));
+  return { bits, values: Float32Array.from(bits.subarray(0, count), f16BitsToF32) };
 }

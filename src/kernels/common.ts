@@ -43,6 +43,15 @@ fn ${name}(i: u32) -> f32 {
 `;
 }
 
+/** WGSL function \`name(i) -> f32\` reading element i of an f16 array stored two per u32 in \`array\`. */
+export function wgslF16Reader(name: string, array: string): string {
+  return /* wgsl */ `
+fn ${name}(i: u32) -> f32 {
+  return unpack2x16float(${array}[i >> 1u])[i & 1u];
+}
+`;
+}
+
 export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);
 }

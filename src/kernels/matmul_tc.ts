@@ -3,8 +3,8 @@
  * (Vulkan cooperative matrices): f16 operands, f32 accumulation.
  *
  * C[M,N] = alpha·2^−(ea[m]+eb[n])·A16·op(B) (+ C), where A16 [Mp, Kp] is op(A)'s scaled
- * f16 copy (f16_rows.ts) and B is either a frozen bf16 weight, read in place in either
- * layout and rounded to f16 in the shader, or op(B)ᵀ's scaled f16 copy [Np, Kp].
+ * f16 copy (f16_rows.ts) and B is either a frozen weight, read in place in either layout
+ * (f16 as stored, bf16 rounded to f16 in the shader), or op(B)ᵀ's scaled f16 copy [Np, Kp].
  * Each workgroup stages BM×BK of A and BN×BK of B through workgroup memory (the next
  * tile is fetched into registers while this one is multiplied) and its subgroups each
  * own TM×TN matrix tiles of the BM×BN output. Options of the tiling: `double` keeps two
@@ -18,7 +18,7 @@ import type { GpuRuntime } from '../gpu/device.js';
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { f16Rows, type F16Layout } from './f16_rows.js';
-import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG } from './common.js';
+import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
 
 /** A subgroup-matrix configuration: left M×K times right K×N. */
 export interface MatrixShape {
@@ -69,11 +69,13 @@ export function tcTiling(gpu: GpuRuntime): TcTiling {
 }
 
 /**
- * How B is stored: 'nk' a bf16 weight [N, K] (a Linear's W for x·Wᵀ), 'kn' a bf16 [K, N],
- * 'f16' a scaled f16 copy [Np, Kp] of op(B)ᵀ with exponents eb. '-s' variants read bf16
- * element by element, for K (nk) or N (kn) not a multiple of 8.
+ * How B is stored: 'nk' a weight [N, K] (a Linear's W for x·Wᵀ), 'kn' a weight [K, N],
+ * 'f16' a scaled f16 copy [Np, Kp] of op(B)ᵀ with exponents eb. '-s' variants read the
+ * weight element by element, for K (nk) or N (kn) not a multiple of 8.
  */
 type BKind = 'nk' | 'kn' | 'nk-s' | 'kn-s' | 'f16';
+/** A weight's element type (bf16 is rounded to f16 as it is staged); 'f16' for the copies. */
+type WDtype = 'bf16' | 'f16';
 
 export interface TcSupport {
   shape: MatrixShape;
@@ -126,7 +128,7 @@ function put8(arr: string, offset: string, value: string): string {
   return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
 }
 
-function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: number): string {
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWorkgroupBytes: number): string {
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
@@ -171,10 +173,10 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
       rb${j} = vec4u(0u); if (n < p.n && k < p.k) { rb${j} = wv[(k * p.n + n) / 8u]; } }`;
       case 'nk-s':
         return `{ let n = n0 + ${u} / ${BK}u; let k = k0 + ${u} % ${BK}u;
-      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = bf16At(n * p.k + k); } }`;
+      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = wAt(n * p.k + k); } }`;
       case 'kn-s':
         return `{ let k = k0 + ${u} / ${BN}u; let n = n0 + ${u} % ${BN}u;
-      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = bf16At(k * p.n + n); } }`;
+      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = wAt(k * p.n + n); } }`;
     }
   });
 
@@ -183,15 +185,16 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, maxWorkgroupBytes: numb
     const u = `(li + ${j * TH}u)`;
     return put8('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
   });
+  const widen = wDtype === 'f16' ? 'f16x8' : 'bf16x8';
   const storeB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
         return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(rb${j})`);
       case 'nk':
-        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `bf16x8(rb${j})`);
+        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `${widen}(rb${j})`);
       case 'kn':
-        return put8('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `bf16x8(rb${j})`);
+        return put8('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `${widen}(rb${j})`);
       case 'nk-s':
         return `sB[sBo + (${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
       case 'kn-s':
@@ -269,10 +272,7 @@ fn bf16x2(w: u32) -> vec2<f16> {
 fn bf16x8(v: vec4u) -> array<vec2<f16>, 4> {
   return array(bf16x2(v.x), bf16x2(v.y), bf16x2(v.z), bf16x2(v.w));
 }
-${vecB ? '' : `fn bf16At(i: u32) -> f32 {
-  let w = ws[i >> 1u];
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u));
-}`}
+${vecB ? '' : wDtype === 'f16' ? wgslF16Reader('wAt', 'ws') : wgslBf16Reader('wAt', 'ws')}
 // Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.. (of K slice s's
 // partial product with split-K), undoing the scales.
 fn writeTile(base: u32, lane: u32, m: u32, n: u32, s: u32) {
@@ -347,7 +347,7 @@ function tcDispatch(
   gpu: GpuRuntime,
   a16: Tensor,
   ea: Tensor,
-  b: { kind: BKind; t: Tensor; eb?: Tensor },
+  b: { kind: BKind; dtype: WDtype; t: Tensor; eb?: Tensor },
   c: Tensor,
   prod: TcProduct,
   tiling: TcTiling,
@@ -359,9 +359,9 @@ function tcDispatch(
   if (kChunk % tiling.bk !== 0) throw new Error(`tensor-core matmul: K slices of ${kChunk} are not a multiple of the tiling's BK ${tiling.bk}`);
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
-  const key = `${b.kind}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
   const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(b.eb ? (['read'] as const) : []), 'rw'];
-  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, gpu.limits.maxComputeWorkgroupStorageSize));
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, gpu.limits.maxComputeWorkgroupStorageSize));
   const u = uniforms([
     ['u32', prod.m],
     ['u32', prod.n],
@@ -388,9 +388,9 @@ function f16Copy(gpu: GpuRuntime, x: Tensor, layout: F16Layout, r: number, k: nu
 
 /**
  * C[M,N] = alpha·op(A)·op(W) (+ C) on tensor cores: A f32 (op(A) = Aᵀ when transA),
- * W a frozen bf16 weight ([N,K] when transW, else [K,N]). Shapes are the caller's to check.
+ * W a frozen bf16 or f16 weight ([N,K] when transW, else [K,N]). Shapes are the caller's to check.
  */
-export function matmulTcBf16(
+export function matmulTcWeight(
   gpu: GpuRuntime,
   a: Tensor,
   w: Tensor,
@@ -402,7 +402,8 @@ export function matmulTcBf16(
   const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
   const vec = prod.transW ? prod.k % 8 === 0 : prod.n % 8 === 0;
   const kind: BKind = prod.transW ? (vec ? 'nk' : 'nk-s') : vec ? 'kn' : 'kn-s';
-  tcDispatch(gpu, a16, ea, { kind, t: w }, c, prod, tiling);
+  if (w.dtype !== 'bf16' && w.dtype !== 'f16') throw new Error(`matmulTcWeight: weight ${w.label} is ${w.dtype}, expected bf16 or f16`);
+  tcDispatch(gpu, a16, ea, { kind, dtype: w.dtype, t: w }, c, prod, tiling);
   gpu.free(a16);
   gpu.free(ea);
 }
@@ -420,6 +421,6 @@ export function matmulTcF32(
   const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
   // op(B)ᵀ is [N, K]: B itself when transB, B's transpose otherwise.
   const [b16, eb] = f16Copy(gpu, b, prod.transB ? 'rows' : 'cols', prod.n, prod.k, pad.rowsB, pad.k);
-  tcDispatch(gpu, a16, ea, { kind: 'f16', t: b16, eb }, c, prod, tiling);
+  tcDispatch(gpu, a16, ea, { kind: 'f16', dtype: 'f16', t: b16, eb }, c, prod, tiling);
   for (const t of [a16, ea, b16, eb]) gpu.free(t);
 }

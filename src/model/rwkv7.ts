@@ -24,7 +24,7 @@ import { countValidTargets, crossEntropy, meanLoss } from '../kernels/cross_entr
 import { dropout } from '../kernels/dropout.js';
 import { activation, activationBackward, axpby, fill, widenBf16 } from '../kernels/elementwise.js';
 import { groupNorm, groupNormBackward } from '../kernels/layernorm.js';
-import { matmulBf16, matmulF32 } from '../kernels/matmul.js';
+import { matmulWeight, matmulF32 } from '../kernels/matmul.js';
 import * as ops from '../kernels/rwkv7_ops.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Saved } from '../kernels/wkv7.js';
 import { buildLayout, initialValues, loraSpecs, type LoraConfig, type Rwkv7LoraTarget, type TrainableLayout } from '../lora/lora.js';
@@ -74,7 +74,7 @@ const BIG_MATRICES = ['att.receptance.weight', 'att.key.weight', 'att.value.weig
 /** Bytes of weights uploaded between waits for the GPU in Rwkv7Model.create. */
 const UPLOAD_SLICE = 256 * 2 ** 20;
 
-/** The frozen tensors the model reads: matrices stay bf16 on the GPU, vectors become f32. */
+/** The frozen tensors the model reads: matrices stay 2 bytes an element on the GPU (weights.ts), vectors become f32. */
 function frozenWeights(nLayer: number): [string, 'matrix' | 'vector'][] {
   const out: [string, 'matrix' | 'vector'][] = [];
   const matrix = (k: string): number => out.push([k, 'matrix']);
@@ -149,7 +149,7 @@ export type Rwkv7MemoryCategory = 'weights' | 'trainable' | 'activations' | 'wkv
  * pooled kernel scratch are not the model's and not included.
  */
 export interface Rwkv7Memory {
-  /** Frozen base weights on the GPU: bf16 matrices, f32 vectors (the embedding stays on the host). */
+  /** Frozen base weights on the GPU: bf16 or f16 matrices, f32 vectors (the embedding stays on the host). */
   weights: number;
   /** Trainable parameters and their gradients; initial WKV states and theirs. */
   trainable: number;
@@ -500,7 +500,7 @@ export class Rwkv7Model {
     const x = view(this.headRows, 0, [n, C], 'head rows');
     const logits = view(this.logitsChunk, 0, [n, this.dims.vocab], 'logits chunk');
     this.gpu.copy(this.xo, x, 4 * n * C, 4 * first * C, 0);
-    matmulBf16(this.gpu, x, this.w.get('head.weight'), logits, { transW: true });
+    matmulWeight(this.gpu, x, this.w.get('head.weight'), logits, { transW: true });
     return logits;
   }
 
@@ -526,7 +526,7 @@ export class Rwkv7Model {
   /** out (+)= x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ for a Linear with an optional LoRA adapter. */
   private linear(l: number, target: string, x: Tensor, out: Tensor, h: Tensor | undefined, accumulate: boolean): void {
     const gpu = this.gpu;
-    matmulBf16(gpu, x, this.w.get(`blocks.${l}.${target}.weight`), out, { transW: true, accumulate });
+    matmulWeight(gpu, x, this.w.get(`blocks.${l}.${target}.weight`), out, { transW: true, accumulate });
     if (!h) return;
     const A = this.trainable.get(`blocks.${l}.${target}.lora_A`)!;
     const B = this.trainable.get(`blocks.${l}.${target}.lora_B`)!;
@@ -559,24 +559,24 @@ export class Rwkv7Model {
     this.linear(l, 'att.receptance', a.xr, a.r, hOf('att.receptance'), false);
     this.linear(l, 'att.key', a.xk, a.k, hOf('att.key'), false);
     this.linear(l, 'att.value', a.xv, a.v, hOf('att.value'), false);
-    matmulBf16(gpu, f.xw, W(p + 'w1'), a.uw, { transW: false });
+    matmulWeight(gpu, f.xw, W(p + 'w1'), a.uw, { transW: false });
     activation(gpu, 'tanh', a.uw, f.tw);
-    matmulBf16(gpu, f.tw, W(p + 'w2'), a.wraw, { transW: false });
+    matmulWeight(gpu, f.tw, W(p + 'w2'), a.wraw, { transW: false });
     ops.addBias(gpu, a.wraw, W(p + 'w0'));
-    matmulBf16(gpu, f.xa, W(p + 'a1'), f.ua, { transW: false });
-    matmulBf16(gpu, f.ua, W(p + 'a2'), f.za, { transW: false });
+    matmulWeight(gpu, f.xa, W(p + 'a1'), f.ua, { transW: false });
+    matmulWeight(gpu, f.ua, W(p + 'a2'), f.za, { transW: false });
     ops.sigmoidBias(gpu, f.za, W(p + 'a0'), a.a);
     if (l === 0) {
       gpu.copy(a.v, this.vfirst);
       gpu.copy(a.v, a.vmix);
     } else {
-      matmulBf16(gpu, a.xv, W(p + 'v1'), f.uv, { transW: false });
-      matmulBf16(gpu, f.uv, W(p + 'v2'), a.zv!, { transW: false });
+      matmulWeight(gpu, a.xv, W(p + 'v1'), f.uv, { transW: false });
+      matmulWeight(gpu, f.uv, W(p + 'v2'), a.zv!, { transW: false });
       ops.valueResidual(gpu, a.v, this.vfirst, a.zv!, W(p + 'v0'), a.vmix);
     }
-    matmulBf16(gpu, f.xg, W(p + 'g1'), a.ug, { transW: false });
+    matmulWeight(gpu, f.xg, W(p + 'g1'), a.ug, { transW: false });
     activation(gpu, 'sigmoid', a.ug, f.sg);
-    matmulBf16(gpu, f.sg, W(p + 'g2'), a.g, { transW: false });
+    matmulWeight(gpu, f.sg, W(p + 'g2'), a.g, { transW: false });
     ops.keyPrep(gpu, a.k, a.a, W(p + 'k_k'), W(p + 'k_a'), { kk: a.kk, kt: a.kt, aw: a.aw, bw: a.bw }, { headSize: d.headSize });
     wkv7Forward(gpu, { B: this.B, T: this.T, H: d.nHead, N: d.headSize, r: a.r, w: a.wraw, k: a.kt, v: a.vmix, a: a.aw, b: a.bw, s0: this.s0[l], y: a.y, saved: a.saved });
     groupNorm(gpu, a.y, this.lnWeight(p + 'ln_x.weight'), this.lnWeight(p + 'ln_x.bias'), a.gn, { groupSize: d.headSize, eps: GN_EPS, stats: a.stx });
@@ -614,7 +614,7 @@ export class Rwkv7Model {
       });
       // dx rows = dlogits · W_head, through headRows (its ln_out rows are no longer needed).
       const dxRows = view(this.headRows, 0, [n, C], 'head dx rows');
-      matmulBf16(gpu, logits, this.w.get('head.weight'), dxRows, { transW: false });
+      matmulWeight(gpu, logits, this.w.get('head.weight'), dxRows, { transW: false });
       gpu.copy(dxRows, this.g.dxo, 4 * n * C, 0, 4 * first * C);
     }
     meanLoss(gpu, this.rowLoss, this.nValid, this.lossOut);
@@ -647,7 +647,7 @@ export class Rwkv7Model {
    */
   private linearBackward(l: number, target: string, dy: Tensor, x: Tensor, h: Tensor | undefined, dx: Tensor, accumulate: boolean): void {
     const gpu = this.gpu;
-    matmulBf16(gpu, dy, this.w.get(`blocks.${l}.${target}.weight`), dx, { transW: false, accumulate });
+    matmulWeight(gpu, dy, this.w.get(`blocks.${l}.${target}.weight`), dx, { transW: false, accumulate });
     if (!h) return;
     const name = `blocks.${l}.${target}`;
     const A = this.trainable.get(`${name}.lora_A`)!;
@@ -708,21 +708,21 @@ export class Rwkv7Model {
       gpu.copy(g.dv, g.dvraw);
     } else {
       ops.valueResidualBackward(gpu, g.dv, a.v, this.vfirst, a.zv!, W(p + 'v0'), { dv: g.dvraw, dvfirst: this.dvfirst, dz: g.dzv });
-      matmulBf16(gpu, g.dzv, W(p + 'v2'), g.duv, { transW: true });
-      matmulBf16(gpu, g.duv, W(p + 'v1'), g.dxv, { transW: true });
+      matmulWeight(gpu, g.dzv, W(p + 'v2'), g.duv, { transW: true });
+      matmulWeight(gpu, g.duv, W(p + 'v1'), g.dxv, { transW: true });
     }
     // g = σ(xg·g1)·g2
-    matmulBf16(gpu, g.dg, W(p + 'g2'), g.dsg, { transW: true });
+    matmulWeight(gpu, g.dg, W(p + 'g2'), g.dsg, { transW: true });
     activationBackward(gpu, 'sigmoid', a.ug, g.dsg, g.dug);
-    matmulBf16(gpu, g.dug, W(p + 'g1'), g.dxg, { transW: true });
+    matmulWeight(gpu, g.dug, W(p + 'g1'), g.dxg, { transW: true });
     // a = σ(a0 + xa·a1·a2)
     ops.sigmoidBiasBackward(gpu, g.da, a.a, g.dza);
-    matmulBf16(gpu, g.dza, W(p + 'a2'), g.dua, { transW: true });
-    matmulBf16(gpu, g.dua, W(p + 'a1'), g.dxa, { transW: true });
+    matmulWeight(gpu, g.dza, W(p + 'a2'), g.dua, { transW: true });
+    matmulWeight(gpu, g.dua, W(p + 'a1'), g.dxa, { transW: true });
     // w_raw = w0 + tanh(xw·w1)·w2
-    matmulBf16(gpu, g.dwraw, W(p + 'w2'), g.dtw, { transW: true });
+    matmulWeight(gpu, g.dwraw, W(p + 'w2'), g.dtw, { transW: true });
     activationBackward(gpu, 'tanh', a.uw, g.dtw, g.duw);
-    matmulBf16(gpu, g.duw, W(p + 'w1'), g.dxw, { transW: true });
+    matmulWeight(gpu, g.duw, W(p + 'w1'), g.dxw, { transW: true });
     // r, k, v projections (dxv already holds the value-gate path for l > 0).
     this.linearBackward(l, 'att.receptance', g.dr, a.xr, hOf('att.receptance'), g.dxr, false);
     this.linearBackward(l, 'att.key', g.dk, a.xk, hOf('att.key'), g.dxk, false);

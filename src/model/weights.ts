@@ -1,10 +1,12 @@
 /**
- * Frozen base weights on the GPU. Matrices (every tensor a matmul reads) stay
- * bf16, packed two per u32 and converted in the shader, so a model never costs
- * more GPU memory than its bf16 checkpoint; vectors are small and kept as f32.
+ * Frozen base weights on the GPU. Matrices (every tensor a matmul reads) take two bytes
+ * an element, so a model never costs more GPU memory than its bf16 checkpoint: f16 where
+ * tensor cores will read them (exact for bf16 values in f16's normal range, the rounding
+ * the shader would otherwise do on every read), else bf16; vectors are small and kept as f32.
  */
 import type { GpuRuntime } from '../gpu/device.js';
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, type Tensor } from '../gpu/tensor.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type Tensor } from '../gpu/tensor.js';
+import { preferredWeightDtype, type WeightDtype } from '../kernels/matmul.js';
 
 /** A checkpoint tensor on the host: raw little-endian bytes, contiguous. */
 export interface HostTensor {
@@ -49,13 +51,42 @@ export function f32Host(shape: readonly number[], values: ArrayLike<number>): Ho
   return { dtype: 'f32', shape, data: new Uint8Array(f.buffer) };
 }
 
+let bf16ToF16Table: Uint16Array | undefined;
+
+/**
+ * f16 bits of bf16 bits (rounded to nearest even; below f16's normal range precision is
+ * lost, as it would be in the shader), or undefined if a value is beyond f16's range
+ * (|x| >= 65520 rounds to infinity) or not finite: such a matrix stays bf16.
+ */
+export function bf16ToF16(bits: Uint16Array): Uint16Array | undefined {
+  if (!bf16ToF16Table) {
+    bf16ToF16Table = new Uint16Array(65536);
+    for (let b = 0; b < 65536; b++) bf16ToF16Table[b] = f32ToF16Bits(bf16BitsToF32(b));
+  }
+  const table = bf16ToF16Table;
+  const out = new Uint16Array(bits.length);
+  // 0x4780 is bf16 65536, the first magnitude that overflows f16; inf and NaN lie above.
+  let over = 0;
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i];
+    over |= +((b & 0x7fff) >= 0x4780);
+    out[i] = table[b];
+  }
+  return over ? undefined : out;
+}
+
 export class GpuWeights {
   private readonly tensors = new Map<string, Tensor>();
+  private readonly matrixDtype: WeightDtype;
 
-  constructor(private readonly gpu: GpuRuntime) {}
+  constructor(private readonly gpu: GpuRuntime) {
+    this.matrixDtype = preferredWeightDtype(gpu);
+  }
 
   uploadMatrix(name: string, t: HostTensor): Tensor {
-    const g = this.gpu.upload(hostToBf16(t), t.shape, 'bf16', name, true);
+    const bf16 = hostToBf16(t);
+    const f16 = this.matrixDtype === 'f16' ? bf16ToF16(bf16) : undefined;
+    const g = f16 ? this.gpu.upload(f16, t.shape, 'f16', name, true) : this.gpu.upload(bf16, t.shape, 'bf16', name, true);
     this.tensors.set(name, g);
     return g;
   }

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
-import { matmulBf16, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
+import { matmulWeight, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
 import { parseTcTiling, setTcTiling, TC_TILING, tcSupport } from '../../src/kernels/matmul_tc.js';
-import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
+import { expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
 import { refMatmul } from '../reference/matmul.js';
 
 // Tensor cores are reachable only where Dawn exposes chromium-experimental-subgroup-matrix
@@ -63,8 +63,8 @@ const SHAPES: [number, number, number][] = [
   [1024, 768, 768],
 ];
 
-// bf16 weights convert to f16 exactly (in f16's normal range), so only the activations
-// round there; with two f32 operands both do.
+// Weights are f16 or bf16 (which converts to f16 exactly in f16's normal range), so only
+// the activations round there; with two f32 operands both do.
 
 describe('tensor-core matmul', () => {
   if (!tc) {
@@ -79,26 +79,27 @@ describe('tensor-core matmul', () => {
   }
 
   for (const [m, k, n] of SHAPES) {
-    for (const transW of [true, false]) {
-      for (const [accumulate, alpha] of [[false, 1], [true, -1.5]] as const) {
-        it(`matmulBf16 A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n} accumulate=${accumulate}`, async () => {
-          setMatmulMode(gpu, 'tc');
-          const rng = freshRng();
-          const a = wideRows(rng, m, k, false);
-          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
-          const w = unpackBf16(bits, k * n);
-          const ta = gpu.upload(a, [m, k], 'f32', 'a');
-          const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
-          const tcOut = gpu.tensor([m, n], 'f32', 'c');
-          const c0 = accumulate ? f32(rng.normals(m * n, 1e-3)) : undefined;
-          if (c0) gpu.write(tcOut, c0);
-          else poison(gpu, tcOut);
-          matmulBf16(gpu, ta, tw, tcOut, { transW, accumulate, alpha });
-          const out = await gpu.readF32(tcOut);
-          // Rows span 13 decades: compared row by row so small rows are checked too.
-          expectRounding(`[${m},${k}]·[${k},${n}]`, out, refMatmul(a, w, m, k, n, false, transW, alpha, c0), m, n, roundingBound(k, 1), rng);
-          for (const t of [ta, tw, tcOut]) gpu.free(t);
-        });
+    for (const dtype of ['bf16', 'f16'] as const) {
+      for (const transW of [true, false]) {
+        for (const [accumulate, alpha] of [[false, 1], [true, -1.5]] as const) {
+          it(`matmulWeight A·${transW ? 'Wᵀ' : 'W'} (${dtype}) M=${m} K=${k} N=${n} accumulate=${accumulate}`, async () => {
+            setMatmulMode(gpu, 'tc');
+            const rng = freshRng();
+            const a = wideRows(rng, m, k, false);
+            const w = weight(rng, k * n, dtype, 1 / Math.sqrt(k));
+            const ta = gpu.upload(a, [m, k], 'f32', 'a');
+            const tw = gpu.upload(w.bits, transW ? [n, k] : [k, n], dtype, 'w');
+            const tcOut = gpu.tensor([m, n], 'f32', 'c');
+            const c0 = accumulate ? f32(rng.normals(m * n, 1e-3)) : undefined;
+            if (c0) gpu.write(tcOut, c0);
+            else poison(gpu, tcOut);
+            matmulWeight(gpu, ta, tw, tcOut, { transW, accumulate, alpha });
+            const out = await gpu.readF32(tcOut);
+            // Rows span 13 decades: compared row by row so small rows are checked too.
+            expectRounding(`[${m},${k}]·[${k},${n}]`, out, refMatmul(a, w.values, m, k, n, false, transW, alpha, c0), m, n, roundingBound(k, 1), rng);
+            for (const t of [ta, tw, tcOut]) gpu.free(t);
+          });
+        }
       }
     }
     for (const transA of [false, true]) {
@@ -128,25 +129,26 @@ describe('tensor-core matmul', () => {
     }
   }
 
-  // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts.
+  // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts and dtypes.
   for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x16d']) {
     for (const [m, k, n] of [[200, 96, 264], [129, 300, 17]] as const) {
-      it(`tiling ${name}: matmulBf16 both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
+      it(`tiling ${name}: matmulWeight both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
         setMatmulMode(gpu, 'tc');
         setTcTiling(gpu, parseTcTiling(name));
         try {
           const rng = freshRng();
           const a = wideRows(rng, m, k, false);
-          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
-          const w = unpackBf16(bits, k * n);
           const ta = gpu.upload(a, [m, k], 'f32', 'a');
           const out = gpu.tensor([m, n], 'f32', 'c');
-          for (const transW of [true, false]) {
-            const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
-            poison(gpu, out);
-            matmulBf16(gpu, ta, tw, out, { transW });
-            expectRounding(`${name} transW=${transW}`, await gpu.readF32(out), refMatmul(a, w, m, k, n, false, transW, 1), m, n, roundingBound(k, 1), rng);
-            gpu.free(tw);
+          for (const dtype of ['bf16', 'f16'] as const) {
+            const w = weight(rng, k * n, dtype, 1 / Math.sqrt(k));
+            for (const transW of [true, false]) {
+              const tw = gpu.upload(w.bits, transW ? [n, k] : [k, n], dtype, 'w');
+              poison(gpu, out);
+              matmulWeight(gpu, ta, tw, out, { transW });
+              expectRounding(`${name} ${dtype} transW=${transW}`, await gpu.readF32(out), refMatmul(a, w.values, m, k, n, false, transW, 1), m, n, roundingBound(k, 1), rng);
+              gpu.free(tw);
+            }
           }
           const at = wideRows(rng, m, k, true);
           const b = f32(rng.normals(k * n));
@@ -182,7 +184,7 @@ describe('tensor-core matmul', () => {
   // Few output tiles over a long K: the head's dx shape, split into K slices summed by a second pass.
   for (const [m, k, n] of [[256, 8192, 264], [100, 5000, 40]] as const) {
     for (const transW of [false, true]) {
-      it(`split-K: matmulBf16 A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n}, as chosen and forced to 3 slices, accumulate alpha=-0.5`, async () => {
+      it(`split-K: matmulWeight A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n}, as chosen and forced to 3 slices, accumulate alpha=-0.5`, async () => {
         setMatmulMode(gpu, 'tc');
         const rng = freshRng();
         const a = wideRows(rng, m, k, false);
@@ -195,7 +197,7 @@ describe('tensor-core matmul', () => {
         for (const splitK of [undefined, 3]) {
           gpu.write(out, c0);
           const before = gpu.dispatchCount;
-          matmulBf16(gpu, ta, tw, out, { transW, accumulate: true, alpha: -0.5, splitK });
+          matmulWeight(gpu, ta, tw, out, { transW, accumulate: true, alpha: -0.5, splitK });
           // The f16 copy, the product, and the sum of the slices.
           expect(gpu.dispatchCount - before, `dispatches with splitK ${splitK}`).toBe(3);
           expectRounding(`split ${splitK ?? 'auto'}`, await gpu.readF32(out), ref, m, n, roundingBound(k, 1), rng);
@@ -222,7 +224,7 @@ describe('tensor-core matmul', () => {
       setMatmulMode(gpu, mode);
       poison(gpu, out);
       const before = gpu.dispatchCount;
-      if (weights) matmulBf16(gpu, ta, tw, out, { transW: true });
+      if (weights) matmulWeight(gpu, ta, tw, out, { transW: true });
       else matmulF32(gpu, ta, tb, out, { transB: true });
       const got = await gpu.readF32(out);
       const ref = weights ? refW : refB;

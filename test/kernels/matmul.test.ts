@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { packBf16, unpackBf16, type Tensor } from '../../src/gpu/tensor.js';
-import { matmulBf16, matmulF32 } from '../../src/kernels/matmul.js';
-import { expectClose, f32, freshRng, getGpu, poison, type Rng } from '../helpers.js';
+import type { Tensor } from '../../src/gpu/tensor.js';
+import { matmulF32, matmulWeight } from '../../src/kernels/matmul.js';
+import { expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
 import { refMatmul } from '../reference/matmul.js';
 
 interface Case {
@@ -119,37 +119,36 @@ describe('matmulF32', () => {
   });
 });
 
-describe('matmulBf16', () => {
-  for (const transW of [true, false]) {
-    for (const [m, k, n] of SHAPES) {
-      for (const [accumulate, alpha] of [
-        [false, 1],
-        [true, 1.5],
-      ] as const) {
-        const c: Case = { m, k, n, transA: false, transB: transW, accumulate, alpha };
-        it(`A·${transW ? 'Wᵀ' : 'W'} M=${m} K=${k} N=${n} accumulate=${accumulate} alpha=${alpha}`, async () => {
-          const gpu = await getGpu();
-          const rng = freshRng();
-          // Weights at a Linear's scale, rounded to bf16 on the host: the reference uses the
-          // rounded values, so the product is f32-exact up to summation order.
-          const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
-          const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
-          const w = unpackBf16(bits, k * n);
-          await check(rng, c, w, (ta, tc) => matmulBf16(gpu, ta, tw, tc, { transW, accumulate, alpha }), BOUND);
-          gpu.free(tw);
-        });
+describe('matmulWeight', () => {
+  for (const dtype of ['bf16', 'f16'] as const) {
+    for (const transW of [true, false]) {
+      for (const [m, k, n] of SHAPES) {
+        for (const [accumulate, alpha] of [
+          [false, 1],
+          [true, 1.5],
+        ] as const) {
+          const c: Case = { m, k, n, transA: false, transB: transW, accumulate, alpha };
+          it(`A·${transW ? 'Wᵀ' : 'W'} (${dtype}) M=${m} K=${k} N=${n} accumulate=${accumulate} alpha=${alpha}`, async () => {
+            const gpu = await getGpu();
+            const rng = freshRng();
+            const w = weight(rng, k * n, dtype, 1 / Math.sqrt(k));
+            const tw = gpu.upload(w.bits, transW ? [n, k] : [k, n], dtype, 'w');
+            await check(rng, c, w.values, (ta, tc) => matmulWeight(gpu, ta, tw, tc, { transW, accumulate, alpha }), BOUND);
+            gpu.free(tw);
+          });
+        }
       }
+      it(`split-K 5: A·${transW ? 'Wᵀ' : 'W'} (${dtype}) M=33 K=1000 N=65, no accumulate`, async () => {
+        const gpu = await getGpu();
+        const rng = freshRng();
+        const [m, k, n] = [33, 1000, 65];
+        const w = weight(rng, k * n, dtype, 1 / Math.sqrt(k));
+        const tw = gpu.upload(w.bits, transW ? [n, k] : [k, n], dtype, 'w');
+        const c: Case = { m, k, n, transA: false, transB: transW, accumulate: false, alpha: 1 };
+        await check(rng, c, w.values, (ta, tc) => matmulWeight(gpu, ta, tw, tc, { transW, splitK: 5 }), BOUND);
+        gpu.free(tw);
+      });
     }
-    it(`split-K 5: A·${transW ? 'Wᵀ' : 'W'} M=33 K=1000 N=65, no accumulate`, async () => {
-      const gpu = await getGpu();
-      const rng = freshRng();
-      const [m, k, n] = [33, 1000, 65];
-      const bits = packBf16(rng.normals(k * n, 1 / Math.sqrt(k)));
-      const tw = gpu.upload(bits, transW ? [n, k] : [k, n], 'bf16', 'w');
-      const c: Case = { m, k, n, transA: false, transB: transW, accumulate: false, alpha: 1 };
-      await check(rng, c, unpackBf16(bits, k * n), (ta, tc) => matmulBf16(gpu, ta, tw, tc, { transW, splitK: 5 }), BOUND);
-      gpu.free(tw);
-    });
   }
 });
 
@@ -161,11 +160,11 @@ describe('matmul shape errors', () => {
     const wf = gpu.tensor([7, 3], 'f32', 'lora_a');
     const y = gpu.tensor([5, 3], 'f32', 'y');
     const bad = gpu.tensor([5, 4], 'f32', 'y_bad');
-    expect(() => matmulBf16(gpu, x, w, y, { transW: false })).toThrow(
-      /matmulBf16: inner dimensions differ: x\[5,7\]:f32 has K=7, but wq\[3,7\]:bf16 has K=3/,
+    expect(() => matmulWeight(gpu, x, w, y, { transW: false })).toThrow(
+      /matmulWeight: inner dimensions differ: x\[5,7\]:f32 has K=7, but wq\[3,7\]:bf16 has K=3/,
     );
-    expect(() => matmulBf16(gpu, x, w, bad, { transW: true })).toThrow(/y_bad\[5,4\]:f32 should be \[5,3\]/);
-    expect(() => matmulBf16(gpu, x, wf, y, { transW: false })).toThrow(/lora_a\[7,3\]:f32 has dtype f32, expected bf16/);
+    expect(() => matmulWeight(gpu, x, w, bad, { transW: true })).toThrow(/y_bad\[5,4\]:f32 should be \[5,3\]/);
+    expect(() => matmulWeight(gpu, x, wf, y, { transW: false })).toThrow(/lora_a\[7,3\]:f32 has dtype f32, expected bf16 or f16/);
     expect(() => matmulF32(gpu, x, w, y)).toThrow(/wq\[3,7\]:bf16 has dtype bf16, expected f32/);
     expect(() => matmulF32(gpu, x, wf, y, { transA: true })).toThrow(/x\[5,7\]:f32 \(read as its transpose \[7,5\]\) has K=5, but lora_a/);
     const sq = gpu.tensor([7, 7], 'f32', 'sq');
