@@ -35,9 +35,9 @@ const USAGE = `usage: npm run bench -- [options]
   --r N              LoRA rank (default 64)
   --paths LIST       matmul paths timed: f32,tc (default both)
   --matmul MODE      matmul mode of the training steps: auto, f32 or tc (default auto)
-  --tilings LIST     also time tensor-core tilings on the 1.5B bf16 products: WMxWNxTMxTNxBK
-                     with optional suffixes d (double-buffered) and g (A from storage), each
-                     with B read as the bf16 weight and as an f16 copy of it
+  --tilings LIST     also time tensor-core tilings on the 1.5B frozen-weight products:
+                     WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from
+                     storage), each with the weight stored as bf16 and as f16
   --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
   --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:
                      no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all

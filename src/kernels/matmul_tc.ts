@@ -147,8 +147,12 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWork
   const sizeB = kn ? BK * LDB : BN * LDB;
   const subgroups = TH / s.subgroupSize;
   const stagingBytes = bufs * (sizeA + sizeB) * 2;
-  // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory allows.
-  const tilesPerPass = [t.tm * t.tn, t.tn, 1].find((n) => stagingBytes + subgroups * n * SM * SN * 4 <= maxWorkgroupBytes);
+  // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory
+  // allows (a divisor of its tile count: 2 of 16 for the default tiling in 48 KiB).
+  const tileCount = t.tm * t.tn;
+  const tilesPerPass = Array.from({ length: tileCount }, (_, i) => tileCount - i)
+    .filter((n) => tileCount % n === 0)
+    .find((n) => stagingBytes + subgroups * n * SM * SN * 4 <= maxWorkgroupBytes);
   if (tilesPerPass === undefined) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: needs ${stagingBytes + subgroups * SM * SN * 4} bytes of workgroup memory, this adapter allows ${maxWorkgroupBytes}`);
   }
