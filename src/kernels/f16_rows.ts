@@ -30,45 +30,120 @@ fn rowExponent(mx: f32) -> i32 {
   return clamp(14 - p, -${E_MAX}, ${E_MAX});
 }`;
 
-// The bindings both copies share: X [r, k] in, the f16 pairs and the exponents out.
-const WGSL_IO = /* wgsl */ `
+const WGSL_PARAMS = /* wgsl */ `
 struct P { r: u32, k: u32, rp: u32, kp: u32 }
-@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(0) var<uniform> p: P;`;
+
+// The 'cols' copy's bindings: X [k, r] in, the f16 pairs and the exponents out.
+const WGSL_IO = /* wgsl */ `
+${WGSL_PARAMS}
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 @group(0) @binding(3) var<storage, read_write> e: array<i32>;
 var<workgroup> red: array<f32, ${WG}>;`;
 
-const ROWS_WGSL = /* wgsl */ `
-${WGSL_IO}
-${WGSL_EXPONENT}
-fn at(row: u32, k: u32) -> f32 {
-  if (row >= p.r || k >= p.k) { return 0.0; }
-  return x[row * p.k + k];
-}
+/** Quads (4 columns) per invocation kept in registers from the max to the copy: Kp <= 16384 at WG 256. */
+const MAX_HELD = 16;
+/** Side of the two-level max without subgroups: WG = RB². */
+const RB = 16;
 
-// One workgroup per row: the row's max magnitude, then the scaled copy, two values per word.
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = ${WGSL_LINEAR_WG};
-  if (row >= p.rp) { return; }
-  var m = 0.0;
-  if (row < p.r) {
-    for (var k = li; k < p.k; k += ${WG}u) { m = max(m, abs(x[row * p.k + k])); }
-  }
+const lines = (n: number, f: (i: number) => string): string => Array.from({ length: n }, (_, i) => f(i)).join('\n');
+
+/**
+ * The 'rows' copy, one workgroup per row, invocation li owning quads li + i·WG (unrolled,
+ * so they stay in registers). `vec` reads vec4s and writes four f16s per store (K and Kp
+ * multiples of 4); otherwise scalars. A row of at most MAX_HELD·WG quads is read once,
+ * nv quads per invocation; a longer one twice, MAX_HELD quads per invocation per step.
+ */
+function rowsWgsl(vec: boolean, nv: number, held: boolean, subgroups: boolean): string {
+  const load = (q: string, pad: string): string => lines(nv, (i) => `${pad}let v${i} = load4(row, ${q} + ${i * WG}u);`);
+  const tree = (a: number, b: number): string => (b - a === 1 ? `absMax(v${a})` : `max(${tree(a, (a + b) >> 1)}, ${tree((a + b) >> 1, b)})`);
+  const absMax = tree(0, nv);
+  const store = (pad: string): string => lines(nv, (i) => `${pad}store4(row, q + ${i * WG}u, ldexp(v${i}, s));`);
+  const reduce = subgroups
+    ? /* wgsl */ `  // Each subgroup's max, then theirs (subgroups have at least 4 invocations: at most WG/4 of them).
+  let sm = subgroupMax(m);
+  if (lane == 0u) { red[sg] = sm; }
+  workgroupBarrier();
+  var mx = red[0];
+  for (var i = 1u; i < nsg; i++) { mx = max(mx, red[i]); }`
+    : /* wgsl */ `  // The first ${RB} invocations each take the max of one column of red (theirs alone), then all take theirs.
   red[li] = m;
   workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] = max(red[li], red[li + s]); }
-    workgroupBarrier();
+  if (li < ${RB}u) {
+    var t = red[li];
+    for (var j = 1u; j < ${RB}u; j++) { t = max(t, red[li + j * ${RB}u]); }
+    red[li] = t;
   }
-  let ex = rowExponent(red[0]);
+  workgroupBarrier();
+  var mx = red[0];
+  for (var i = 1u; i < ${RB}u; i++) { mx = max(mx, red[i]); }`;
+  const builtins = subgroups ? ',\n        @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) nsg: u32, @builtin(subgroup_invocation_id) lane: u32' : '';
+  return /* wgsl */ `${subgroups ? 'enable subgroups;' : ''}
+${WGSL_PARAMS}
+@group(0) @binding(1) var<storage, read> x: array<${vec ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read_write> out: array<${vec ? 'vec2u' : 'u32'}>;
+@group(0) @binding(3) var<storage, read_write> e: array<i32>;
+var<workgroup> red: array<f32, ${subgroups ? WG / 4 : WG}>;
+${WGSL_EXPONENT}
+// Columns 4q..4q+3 of the row, zero past R or K.
+fn load4(row: u32, q: u32) -> vec4f {
+  var v = vec4f(0.0);
+${
+  vec
+    ? `  if (row < p.r && q < p.k / 4u) { v = x[row * (p.k / 4u) + q]; }`
+    : `  if (row < p.r) {
+    for (var c = 0u; c < 4u; c++) {
+      if (4u * q + c < p.k) { v[c] = x[row * p.k + 4u * q + c]; }
+    }
+  }`
+}
+  return v;
+}
+// Columns 4q..4q+3 of the copy as f16, those within Kp.
+fn store4(row: u32, q: u32, v: vec4f) {
+${
+  vec
+    ? `  if (q < p.kp / 4u) { out[row * (p.kp / 4u) + q] = vec2u(pack2x16float(v.xy), pack2x16float(v.zw)); }`
+    : `  let half = p.kp / 2u;
+  if (2u * q < half) { out[row * half + 2u * q] = pack2x16float(v.xy); }
+  if (2u * q + 1u < half) { out[row * half + 2u * q + 1u] = pack2x16float(v.zw); }`
+}
+}
+fn absMax(v: vec4f) -> f32 {
+  let a = abs(v);
+  return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32${builtins}) {
+  let row = ${WGSL_LINEAR_WG};
+  if (row >= p.rp) { return; }
+${
+  held
+    ? `  let q = li;
+${load('q', '  ')}
+  let m = ${absMax};`
+    : `  var m = 0.0;
+  for (var q = li; q < (p.k + 3u) / 4u; q += ${nv * WG}u) {
+${load('q', '    ')}
+    m = max(m, ${absMax});
+  }`
+}
+${reduce}
+  let ex = rowExponent(mx);
   if (li == 0u) { e[row] = ex; }
-  let half = p.kp / 2u;
-  for (var j = li; j < half; j += ${WG}u) {
-    out[row * half + j] = pack2x16float(vec2f(ldexp(at(row, 2u * j), ex), ldexp(at(row, 2u * j + 1u), ex)));
-  }
+  let s = vec4i(ex);
+${
+  held
+    ? store('  ')
+    : `  for (var q = li; q < (p.kp + 3u) / 4u; q += ${nv * WG}u) {
+${load('q', '    ')}
+${store('    ')}
+  }`
+}
 }`;
+}
 
 const COLS_WGSL = /* wgsl */ `
 ${WGSL_IO}
@@ -145,6 +220,16 @@ export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tens
     ['u32', rp],
     ['u32', kp],
   ]);
-  const p = gpu.pipeline('f16Rows', layout, ['uniform', 'read', 'rw', 'rw'], () => (layout === 'rows' ? ROWS_WGSL : COLS_WGSL));
-  gpu.dispatch(p, [u, x, out, exps], grid1d(layout === 'rows' ? rp : ceilDiv(rp, CB)));
+  const kinds = ['uniform', 'read', 'rw', 'rw'] as const;
+  if (layout === 'cols') {
+    gpu.dispatch(gpu.pipeline('f16Rows', 'cols', kinds, () => COLS_WGSL), [u, x, out, exps], grid1d(ceilDiv(rp, CB)));
+    return;
+  }
+  const vec = k % 4 === 0 && kp % 4 === 0;
+  const perInvocation = Math.max(1, ceilDiv(ceilDiv(kp, 4), WG));
+  const held = perInvocation <= MAX_HELD;
+  const nv = Math.min(perInvocation, MAX_HELD);
+  const sg = gpu.hasSubgroups;
+  const key = `rows_${vec ? 'vec4' : 'scalar'}_${held ? `held${nv}` : 'reread'}${sg ? '_sg' : ''}`;
+  gpu.dispatch(gpu.pipeline('f16Rows', key, kinds, () => rowsWgsl(vec, nv, held, sg)), [u, x, out, exps], grid1d(rp));
 }

@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
-import { f16BitsToF32 } from '../../src/gpu/tensor.js';
+import { describe, expect, it, vi } from 'vitest';
+import type { GpuRuntime } from '../../src/gpu/device.js';
+import { f16BitsToF32, type Tensor } from '../../src/gpu/tensor.js';
 import { f16Rows, type F16Layout } from '../../src/kernels/f16_rows.js';
 import { expectClose, f32, freshRng, getGpu, poison, relErr } from '../helpers.js';
 
@@ -9,12 +10,20 @@ function refExponent(max: number): number {
   return Math.max(-60, Math.min(60, 14 - Math.floor(Math.log2(max))));
 }
 
-// [R, K, Rp, Kp]: single elements, partial tiles, padding on both sides.
+// [R, K, Rp, Kp]: single elements, partial tiles, padding on both sides. For 'rows': K or
+// Kp not a multiple of 4 (scalar loads or stores), several quads per invocation, and K past
+// the 16384 held in registers (the row read twice).
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 16, 32],
   [17, 129, 32, 160],
   [129, 17, 144, 32],
   [5, 1000, 5, 1000],
+  [6, 8, 8, 10],
+  [200, 64, 256, 64],
+  [3, 2047, 4, 2048],
+  [4, 3000, 8, 3008],
+  [3, 16390, 4, 16392],
+  [2, 16500, 4, 16512],
 ];
 
 // Round to nearest f16 of a value scaled into [2^14, 2^15): relative error <= 2^-11 per
@@ -22,44 +31,93 @@ const SHAPES: [number, number, number, number][] = [
 // but they are too small against the row's norm to matter).
 const BOUND = 2 ** -11;
 
+/** f16Rows, or without `subgroups` as on an adapter lacking the feature (the workgroup-memory max). */
+function convert(gpu: GpuRuntime, subgroups: boolean, ...args: [Tensor, F16Layout, Tensor, Tensor]): void {
+  if (subgroups) return f16Rows(gpu, ...args);
+  const spy = vi.spyOn(gpu, 'hasSubgroups', 'get').mockReturnValue(false);
+  try {
+    f16Rows(gpu, ...args);
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+async function checkCopy(layout: F16Layout, [r, k, rp, kp]: [number, number, number, number], subgroups: boolean): Promise<void> {
+  const gpu = await getGpu();
+  const rng = freshRng();
+  // op(X) row i has magnitude 10^s_i: gradients of 1e-9 and activations of 1e5 alike.
+  const rowsVal = new Float64Array(r * k);
+  for (let i = 0; i < r; i++) {
+    const s = i === r - 1 && r > 1 ? 0 : 10 ** rng.uniform(-12, 6);
+    for (let j = 0; j < k; j++) rowsVal[i * k + j] = rng.normal() * s;
+  }
+  const stored = new Float32Array(r * k);
+  for (let i = 0; i < r; i++) {
+    for (let j = 0; j < k; j++) stored[layout === 'rows' ? i * k + j : j * r + i] = rowsVal[i * k + j];
+  }
+  const opX = f32(rowsVal);
+  const x = gpu.upload(stored, layout === 'rows' ? [r, k] : [k, r], 'f32', 'x');
+  const out = gpu.tensor([rp, kp], 'f16', 'x16');
+  const e = gpu.tensor([rp], 'i32', 'exps');
+  poison(gpu, out, e);
+  convert(gpu, subgroups, x, layout, out, e);
+  const bits = new Uint16Array(await gpu.read(out), 0, rp * kp);
+  const exps = new Int32Array(await gpu.read(e), 0, rp);
+  for (let i = 0; i < rp; i++) {
+    let max = 0;
+    for (let j = 0; i < r && j < k; j++) max = Math.max(max, Math.abs(opX[i * k + j]));
+    expect(exps[i], `exponent of row ${i} [seed ${rng.seed}]`).toBe(i < r ? refExponent(max) : 0);
+    const got = Float64Array.from({ length: kp }, (_, j) => f16BitsToF32(bits[i * kp + j]) * 2 ** -exps[i]);
+    const want = Float64Array.from({ length: kp }, (_, j) => (i < r && j < k ? opX[i * k + j] : 0));
+    if (i >= r || max === 0) expect(relErr(got, want), `padding/zero row ${i} [seed ${rng.seed}]`).toBe(0);
+    else expectClose(`row ${i} of ${r}x${k}`, got, want, BOUND, rng);
+    for (let j = k; j < kp; j++) expect(bits[i * kp + j], `padding column ${j} of row ${i}`).toBe(0);
+  }
+  for (const t of [x, out, e]) gpu.free(t);
+}
+
 describe('f16Rows', () => {
   for (const layout of ['rows', 'cols'] as F16Layout[]) {
-    for (const [r, k, rp, kp] of SHAPES) {
-      it(`${layout} R=${r} K=${k} into [${rp},${kp}], rows scaled 1e-12..1e6 and one zero row`, async () => {
-        const gpu = await getGpu();
-        const rng = freshRng();
-        // op(X) row i has magnitude 10^s_i: gradients of 1e-9 and activations of 1e5 alike.
-        const rowsVal = new Float64Array(r * k);
-        for (let i = 0; i < r; i++) {
-          const s = i === r - 1 && r > 1 ? 0 : 10 ** rng.uniform(-12, 6);
-          for (let j = 0; j < k; j++) rowsVal[i * k + j] = rng.normal() * s;
-        }
-        const stored = new Float32Array(r * k);
-        for (let i = 0; i < r; i++) {
-          for (let j = 0; j < k; j++) stored[layout === 'rows' ? i * k + j : j * r + i] = rowsVal[i * k + j];
-        }
-        const opX = f32(rowsVal);
-        const x = gpu.upload(stored, layout === 'rows' ? [r, k] : [k, r], 'f32', 'x');
-        const out = gpu.tensor([rp, kp], 'f16', 'x16');
-        const e = gpu.tensor([rp], 'i32', 'exps');
-        poison(gpu, out, e);
-        f16Rows(gpu, x, layout, out, e);
-        const bits = new Uint16Array(await gpu.read(out), 0, rp * kp);
-        const exps = new Int32Array(await gpu.read(e), 0, rp);
-        for (let i = 0; i < rp; i++) {
-          let max = 0;
-          for (let j = 0; i < r && j < k; j++) max = Math.max(max, Math.abs(opX[i * k + j]));
-          expect(exps[i], `exponent of row ${i} [seed ${rng.seed}]`).toBe(i < r ? refExponent(max) : 0);
-          const got = Float64Array.from({ length: kp }, (_, j) => f16BitsToF32(bits[i * kp + j]) * 2 ** -exps[i]);
-          const want = Float64Array.from({ length: kp }, (_, j) => (i < r && j < k ? opX[i * k + j] : 0));
-          if (i >= r || max === 0) expect(relErr(got, want), `padding/zero row ${i} [seed ${rng.seed}]`).toBe(0);
-          else expectClose(`row ${i} of ${r}x${k}`, got, want, BOUND, rng);
-          for (let j = k; j < kp; j++) expect(bits[i * kp + j], `padding column ${j} of row ${i}`).toBe(0);
-        }
-        for (const t of [x, out, e]) gpu.free(t);
-      });
+    for (const shape of SHAPES) {
+      const [r, k, rp, kp] = shape;
+      it(`${layout} R=${r} K=${k} into [${rp},${kp}], rows scaled 1e-12..1e6 and one zero row`, () => checkCopy(layout, shape, true));
     }
   }
+  for (const shape of SHAPES) {
+    const [r, k, rp, kp] = shape;
+    it(`rows without subgroups R=${r} K=${k} into [${rp},${kp}]`, () => checkCopy('rows', shape, false));
+  }
+
+  it('rows: the same bits and exponents from every kernel variant', async () => {
+    const gpu = await getGpu();
+    const rng = freshRng();
+    const [r, k] = [3, 16384];
+    const x = gpu.upload(
+      Float32Array.from({ length: r * k }, (_, i) => (i >= (r - 1) * k ? 0 : rng.normal() * 10 ** rng.uniform(-8, 4))),
+      [r, k],
+      'f32',
+      'x',
+    );
+    // Kp 16384: vec4, held in registers; 16386: scalar stores, read twice; 16388: vec4, read twice.
+    const runs: { bits: Uint16Array; exps: Int32Array; what: string }[] = [];
+    for (const subgroups of gpu.hasSubgroups ? [true, false] : [false]) {
+      for (const kp of [16384, 16386, 16388]) {
+        const out = gpu.tensor([r + 1, kp], 'f16', 'x16');
+        const e = gpu.tensor([r + 1], 'i32', 'exps');
+        poison(gpu, out, e);
+        convert(gpu, subgroups, x, 'rows', out, e);
+        const all = new Uint16Array(await gpu.read(out), 0, (r + 1) * kp);
+        const bits = Uint16Array.from({ length: (r + 1) * k }, (_, i) => all[Math.floor(i / k) * kp + (i % k)]);
+        runs.push({ bits, exps: new Int32Array(await gpu.read(e), 0, r + 1), what: `Kp ${kp}${subgroups ? '' : ' without subgroups'}` });
+        for (const t of [out, e]) gpu.free(t);
+      }
+    }
+    for (const run of runs.slice(1)) {
+      expect(run.exps, `exponents, ${run.what} [seed ${rng.seed}]`).toEqual(runs[0].exps);
+      expect(run.bits.findIndex((b, i) => b !== runs[0].bits[i]), `first differing element, ${run.what} [seed ${rng.seed}]`).toBe(-1);
+    }
+    gpu.free(x);
+  });
 
   it('names the tensor whose shape does not fit', async () => {
     const gpu = await getGpu();
