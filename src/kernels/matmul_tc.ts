@@ -160,6 +160,9 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWork
   const emit = (s: string): number => lines.push(s);
 
   // ---- global -> registers (tile at k0) ----
+  // A weight's loads past its edge read a clamped (valid) address and are then zeroed:
+  // unconditional loads the compiler can issue together (guarding each load with a branch
+  // cost the H200 a quarter of the product's speed against a padded copy).
   const loadA = Array.from({ length: aUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     return `ra${j} = a16[((m0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
@@ -171,16 +174,16 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWork
         return `rb${j} = b16[((n0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
       case 'nk':
         return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
-      rb${j} = vec4u(0u); if (n < p.n && k < p.k) { rb${j} = wv[(n * p.k + k) / 8u]; } }`;
+      rb${j} = select(vec4u(0u), wv[(min(n, p.n - 1u) * p.k + min(k, p.k - 8u)) / 8u], n < p.n && k < p.k); }`;
       case 'kn':
         return `{ let k = k0 + ${u} / ${BN / 8}u; let n = n0 + (${u} % ${BN / 8}u) * 8u;
-      rb${j} = vec4u(0u); if (n < p.n && k < p.k) { rb${j} = wv[(k * p.n + n) / 8u]; } }`;
+      rb${j} = select(vec4u(0u), wv[(min(k, p.k - 1u) * p.n + min(n, p.n - 8u)) / 8u], n < p.n && k < p.k); }`;
       case 'nk-s':
         return `{ let n = n0 + ${u} / ${BK}u; let k = k0 + ${u} % ${BK}u;
-      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = wAt(n * p.k + k); } }`;
+      rb${j} = select(0.0, wAt(min(n, p.n - 1u) * p.k + min(k, p.k - 1u)), n < p.n && k < p.k); }`;
       case 'kn-s':
         return `{ let k = k0 + ${u} / ${BN}u; let n = n0 + ${u} % ${BN}u;
-      rb${j} = 0.0; if (n < p.n && k < p.k) { rb${j} = wAt(k * p.n + n); } }`;
+      rb${j} = select(0.0, wAt(min(k, p.k - 1u) * p.n + min(n, p.n - 1u)), n < p.n && k < p.k); }`;
     }
   });
 
