@@ -128,7 +128,8 @@ function put8(arr: string, offset: string, value: string): string {
   return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
 }
 
-function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWorkgroupBytes: number): string {
+/** full: the weight spans whole tiles (N a multiple of BN, K of BK), so no load needs a bound. */
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: boolean, maxWorkgroupBytes: number): string {
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
@@ -160,9 +161,9 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWork
   const emit = (s: string): number => lines.push(s);
 
   // ---- global -> registers (tile at k0) ----
-  // A weight's loads past its edge read a clamped (valid) address and are then zeroed:
-  // unconditional loads the compiler can issue together (guarding each load with a branch
-  // cost the H200 a quarter of the product's speed against a padded copy).
+  // A weight's loads past its edge read a clamped (valid) address and are then zeroed. A
+  // weight of whole tiles is read with no bound at all, like the padded copies: on the H200
+  // the bounded loads (branch or clamp alike) cost a fifth of the product's speed.
   const loadA = Array.from({ length: aUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     return `ra${j} = a16[((m0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
@@ -173,9 +174,11 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, maxWork
       case 'f16':
         return `rb${j} = b16[((n0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
       case 'nk':
+        if (full) return `rb${j} = wv[((n0 + ${u} / ${BK / 8}u) * p.k + k0) / 8u + ${u} % ${BK / 8}u];`;
         return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
       rb${j} = select(vec4u(0u), wv[(min(n, p.n - 1u) * p.k + min(k, p.k - 8u)) / 8u], n < p.n && k < p.k); }`;
       case 'kn':
+        if (full) return `rb${j} = wv[((k0 + ${u} / ${BN / 8}u) * p.n + n0) / 8u + ${u} % ${BN / 8}u];`;
         return `{ let k = k0 + ${u} / ${BN / 8}u; let n = n0 + (${u} % ${BN / 8}u) * 8u;
       rb${j} = select(vec4u(0u), wv[(min(k, p.k - 1u) * p.n + min(n, p.n - 8u)) / 8u], n < p.n && k < p.k); }`;
       case 'nk-s':
@@ -354,7 +357,7 @@ function tcDispatch(
   gpu: GpuRuntime,
   a16: Tensor,
   ea: Tensor,
-  b: { kind: BKind; dtype: WDtype; t: Tensor; eb?: Tensor },
+  b: { kind: BKind; dtype: WDtype; full?: boolean; t: Tensor; eb?: Tensor },
   c: Tensor,
   prod: TcProduct,
   tiling: TcTiling,
@@ -366,9 +369,9 @@ function tcDispatch(
   if (kChunk % tiling.bk !== 0) throw new Error(`tensor-core matmul: K slices of ${kChunk} are not a multiple of the tiling's BK ${tiling.bk}`);
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
-  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}${b.full ? '_full' : ''}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
   const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(b.eb ? (['read'] as const) : []), 'rw'];
-  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, gpu.limits.maxComputeWorkgroupStorageSize));
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, b.full ?? false, gpu.limits.maxComputeWorkgroupStorageSize));
   const u = uniforms([
     ['u32', prod.m],
     ['u32', prod.n],
@@ -410,7 +413,8 @@ export function matmulTcWeight(
   const vec = prod.transW ? prod.k % 8 === 0 : prod.n % 8 === 0;
   const kind: BKind = prod.transW ? (vec ? 'nk' : 'nk-s') : vec ? 'kn' : 'kn-s';
   if (w.dtype !== 'bf16' && w.dtype !== 'f16') throw new Error(`matmulTcWeight: weight ${w.label} is ${w.dtype}, expected bf16 or f16`);
-  tcDispatch(gpu, a16, ea, { kind, dtype: w.dtype, t: w }, c, prod, tiling);
+  const full = vec && prod.n % pad.rowsB === 0 && prod.k % pad.k === 0;
+  tcDispatch(gpu, a16, ea, { kind, dtype: w.dtype, full, t: w }, c, prod, tiling);
   gpu.free(a16);
   gpu.free(ea);
 }

@@ -129,9 +129,9 @@ describe('tensor-core matmul', () => {
     }
   }
 
-  // Every staging option on shapes with partial tiles, vector and element B loads, both B layouts and dtypes.
+  // Every staging option on shapes with partial tiles and whole ones, vector and element B loads, both B layouts and dtypes.
   for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x2x4x4x32g', '2x2x4x4x32dg', '2x4x4x2x32dg', '2x2x4x4x64dg', '4x2x4x4x16d']) {
-    for (const [m, k, n] of [[200, 96, 264], [129, 300, 17]] as const) {
+    for (const [m, k, n] of [[200, 96, 264], [129, 300, 17], [200, 64, 512]] as const) {
       it(`tiling ${name}: matmulWeight both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
         setMatmulMode(gpu, 'tc');
         setTcTiling(gpu, parseTcTiling(name));
