@@ -96,8 +96,9 @@ export function setMatmulMode(gpu: GpuRuntime, mode: MatmulMode): void {
 
 /**
  * How frozen weight matrices should be stored on this runtime: f16 where products will run
- * on tensor cores (their f16 operands, read as stored: the H200 ran the dominant 1.5B
- * products 1.27–1.42× faster than from bf16 converted in the shader), bf16 otherwise.
+ * on tensor cores (their operands' type, read as stored, with no conversion in the shader;
+ * on the H200 that left the 1.5B products within 2% of bf16, bench/RESULTS.md), bf16
+ * otherwise (exact, for the f32 kernel).
  */
 export function preferredWeightDtype(gpu: GpuRuntime): WeightDtype {
   return matmulMode(gpu) !== 'f32' && tcSupport(gpu) ? 'f16' : 'bf16';
