@@ -94,13 +94,16 @@ describe('RWKV-7 model on the GPU vs the float64 reference', () => {
     it(name, async () => {
       const rng = freshRng();
       const { model, ref, refGrads, logits, loss } = await runCase(c, rng);
-      // Bounds: f32 arithmetic through ~2 layers of matmuls, norms and a 33-step recurrence;
-      // the worst LoRA gradient seen over many seeds was 5.4e-4, so 1e-3 leaves margin.
+      // Bounds: f32 arithmetic through ~2 layers of matmuls, norms and a 64-step recurrence.
+      // Gradients: over 13 seeds of every case the worst was 8.1e-4 but for one seed
+      // (3442287143, 1.9e-3: receptance's LoRA at layer 0 of the C=128 T=64 case, whose WKV
+      // output has a head with mean far above its spread, |y| up to 76 against a variance of
+      // 0.02, so GroupNorm's centring cancels most of f32's digits); 5e-3 bounds that.
       expectClose('logits', logits, ref.logits, 2e-5, rng);
       expect(Math.abs(loss - ref.loss) / Math.abs(ref.loss)).toBeLessThan(1e-5);
       for (const [gname, g] of refGrads.grads) {
         if (gname.endsWith('time_state')) continue;
-        expectClose(`grad ${gname}`, await model.readGrad(gname), g, 1e-3, rng);
+        expectClose(`grad ${gname}`, await model.readGrad(gname), g, 5e-3, rng);
       }
       if (c.states) {
         for (let l = 0; l < c.cfg.nLayer; l++) {
