@@ -4,7 +4,7 @@
  * tensor-core tilings on the dominant products.
  */
 import type { GpuRuntime } from '../src/gpu/device.js';
-import { numel, type Tensor } from '../src/gpu/tensor.js';
+import { f32ToBf16Bits, numel, type Tensor } from '../src/gpu/tensor.js';
 import { matmulF32, matmulWeight, preferredWeightDtype, setMatmulMode, type MatmulMode, type WeightDtype } from '../src/kernels/matmul.js';
 import { matmulTcWeight, parseTcTiling } from '../src/kernels/matmul_tc.js';
 import { bf16ToF16 } from '../src/model/weights.js';
@@ -48,14 +48,9 @@ function operands(gpu: GpuRuntime, s: MatmulShape, rng: Rng, wDtype: WeightDtype
   const c = gpu.tensor([s.m, s.n], 'f32', 'C');
   gpu.fill(c, 0);
   if (s.dtype !== 'bf16') return { a, b: gpu.upload(tiled(new Float32Array(numel(bShape)), normal(0.1)), bShape, 'f32', 'B'), c };
-  const wBits = tiled(new Uint16Array(numel(bShape) + 1), () => bf16Bits(rng.normal() / Math.sqrt(s.k)));
+  const wBits = tiled(new Uint16Array(numel(bShape) + 1), () => f32ToBf16Bits(rng.normal() / Math.sqrt(s.k)));
   const w16 = wDtype === 'f16' ? bf16ToF16(wBits) : undefined;
   return { a, b: w16 ? gpu.upload(w16, bShape, 'f16', 'W') : gpu.upload(wBits, bShape, 'bf16', 'W'), c, wBits };
-}
-
-function bf16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  return new Uint32Array(f.buffer)[0] >>> 16;
 }
 
 function record(gpu: GpuRuntime, s: MatmulShape, o: Operands): void {

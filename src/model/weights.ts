@@ -55,8 +55,9 @@ let bf16ToF16Table: Uint16Array | undefined;
 
 /**
  * f16 bits of bf16 bits (rounded to nearest even; below f16's normal range precision is
- * lost, as it would be in the shader), or undefined if a value is beyond f16's range
- * (|x| >= 65520 rounds to infinity) or not finite: such a matrix stays bf16.
+ * lost, as it would be in the shader), padded with a zero to whole u32s, or undefined if
+ * a value is beyond f16's range (|x| >= 65520 rounds to infinity) or not finite: such a
+ * matrix stays bf16.
  */
 export function bf16ToF16(bits: Uint16Array): Uint16Array | undefined {
   if (!bf16ToF16Table) {
@@ -64,7 +65,7 @@ export function bf16ToF16(bits: Uint16Array): Uint16Array | undefined {
     for (let b = 0; b < 65536; b++) bf16ToF16Table[b] = f32ToF16Bits(bf16BitsToF32(b));
   }
   const table = bf16ToF16Table;
-  const out = new Uint16Array(bits.length);
+  const out = new Uint16Array(bits.length + (bits.length & 1));
   // 0x4780 is bf16 65536, the first magnitude that overflows f16; inf and NaN lie above.
   let over = 0;
   for (let i = 0; i < bits.length; i++) {
@@ -77,16 +78,15 @@ export function bf16ToF16(bits: Uint16Array): Uint16Array | undefined {
 
 export class GpuWeights {
   private readonly tensors = new Map<string, Tensor>();
-  private readonly matrixDtype: WeightDtype;
-
-  constructor(private readonly gpu: GpuRuntime) {
-    this.matrixDtype = preferredWeightDtype(gpu);
-  }
+  /** matrixDtype: how matrices are stored (a matrix beyond f16's range stays bf16). */
+  constructor(
+    private readonly gpu: GpuRuntime,
+    private readonly matrixDtype: WeightDtype = preferredWeightDtype(gpu),
+  ) {}
 
   uploadMatrix(name: string, t: HostTensor): Tensor {
-    const bf16 = hostToBf16(t);
-    const f16 = this.matrixDtype === 'f16' ? bf16ToF16(bf16) : undefined;
-    const g = f16 ? this.gpu.upload(f16, t.shape, 'f16', name, true) : this.gpu.upload(bf16, t.shape, 'bf16', name, true);
+    const f16 = this.matrixDtype === 'f16' ? bf16ToF16(hostBf16Bits(t)) : undefined;
+    const g = f16 ? this.gpu.upload(f16, t.shape, 'f16', name, true) : this.gpu.upload(hostToBf16(t), t.shape, 'bf16', name, true);
     this.tensors.set(name, g);
     return g;
   }
