@@ -40,7 +40,8 @@ const ACTS = Object.keys(ACT_REF) as Activation[];
 
 // f32 arithmetic and exp/tanh within a few ulp: measured errors ~1e-7.
 const BOUND = 1e-5;
-const SIZES = [1, 17, 1000, 70_001];
+// Multiples of 4 (1000, 4096) take the vec4 kernels, the others the scalar ones.
+const SIZES = [1, 17, 1000, 4096, 70_001];
 
 /**
  * Pre-activations as RWKV sees them: N(0, 3) with an offset, plus saturating values for
