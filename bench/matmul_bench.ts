@@ -6,7 +6,8 @@
 import type { GpuRuntime } from '../src/gpu/device.js';
 import { f32ToBf16Bits, numel, type Tensor } from '../src/gpu/tensor.js';
 import { matmulF32, matmulWeight, preferredWeightDtype, setMatmulMode, type MatmulMode, type WeightDtype } from '../src/kernels/matmul.js';
-import { matmulTcWeight, parseTcTiling } from '../src/kernels/matmul_tc.js';
+import { widenBf16 } from '../src/kernels/elementwise.js';
+import { matmulTcF32, matmulTcWeight, parseTcTiling } from '../src/kernels/matmul_tc.js';
 import { bf16ToF16 } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
 import { gpuTime } from './gpu_timing.js';
@@ -105,15 +106,19 @@ export async function benchMatmuls(
 export interface TilingResult {
   shape: string;
   tiling: string;
-  /** The weight's dtype on the GPU (bf16 is rounded to f16 as it is staged). */
-  b: WeightDtype;
+  /**
+   * How B is read: the weight stored as bf16 (rounded to f16 as it is staged) or f16, or
+   * the padded, scaled f16 copy that matmulF32 makes (loads without bounds).
+   */
+  b: WeightDtype | 'copy';
   ms: number;
   tflops: number;
 }
 
 /**
- * The tensor-core product kernel alone (A's f16 copy excluded) under each tiling, on the
- * frozen-weight shapes, with the weight stored as bf16 and, the same values, as f16.
+ * The tensor-core product kernel alone (the f16 copies excluded) under each tiling, on the
+ * frozen-weight shapes, with B the weight stored as bf16, the same values stored as f16,
+ * and their padded f16 copy (the comparison that found the cost of bounded weight loads).
  */
 export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape[], tilings: readonly string[], log: (line: string) => void): Promise<TilingResult[]> {
   const rng = new Rng(12);
@@ -122,11 +127,17 @@ export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape
     const o = operands(gpu, s, rng, 'bf16');
     if (typeof o === 'string') continue;
     const w16 = gpu.upload(bf16ToF16(o.wBits!)!, o.b.shape, 'f16', 'W as f16');
+    const w32 = gpu.tensor(o.b.shape, 'f32', 'W as f32');
+    widenBf16(gpu, o.b, w32);
     for (const name of tilings) {
       const tiling = parseTcTiling(name);
       const prod = { m: s.m, n: s.n, k: s.k, alpha: 1, accumulate: false, transA: false };
-      for (const [b, w] of [['bf16', o.b], ['f16', w16]] as const) {
-        const record = (): void => matmulTcWeight(gpu, o.a, w, o.c, { ...prod, transW: s.transB }, tiling);
+      const records: [TilingResult['b'], () => void][] = [
+        ['bf16', () => matmulTcWeight(gpu, o.a, o.b, o.c, { ...prod, transW: s.transB }, tiling)],
+        ['f16', () => matmulTcWeight(gpu, o.a, w16, o.c, { ...prod, transW: s.transB }, tiling)],
+        ['copy', () => matmulTcF32(gpu, o.a, w32, o.c, { ...prod, transB: s.transB }, tiling)],
+      ];
+      for (const [b, record] of records) {
         let t;
         try {
           t = await gpuTime(gpu, record);
@@ -141,6 +152,7 @@ export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape
       }
     }
     gpu.free(w16);
+    gpu.free(w32);
     free(gpu, o);
   }
   return out;

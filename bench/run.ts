@@ -37,7 +37,8 @@ const USAGE = `usage: npm run bench -- [options]
   --matmul MODE      matmul mode of the training steps: auto, f32 or tc (default auto)
   --tilings LIST     also time tensor-core tilings on the 1.5B frozen-weight products:
                      WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from
-                     storage), each with the weight stored as bf16 and as f16
+                     storage), each with the weight stored as bf16, as f16, and as the
+                     padded f16 copy that matmulF32 makes
   --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
   --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:
                      no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all
