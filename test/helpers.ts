@@ -106,3 +106,25 @@ export function weight(rng: Rng, count: number, dtype: WeightDtype, scale: numbe
   normals.forEach((v, i) => (bits[i] = f32ToF16Bits(v)));
   return { bits, values: Float32Array.from(bits.subarray(0, count), f16BitsToF32) };
 }
+
+/**
+ * Inputs of a weight product with a LoRA segment appended (matmulWeight's `append`):
+ * A [M,K1] rows of magnitudes 1e-6..1e3, W [N,K1] or [K1,N] (`dtype`, ±1/√K1), and A2
+ * [M,K2] at A's row scale ×10^±2 against F (f32, W's layout, 1e-2: LoRA's factors), so
+ * both segments weigh in the result and a segment left out cannot pass.
+ */
+export function appendInputs(
+  rng: Rng,
+  [m, k1, k2, n]: readonly [number, number, number, number],
+  dtype: WeightDtype,
+): { a: Float32Array; w: { bits: Uint16Array; values: Float32Array }; a2: Float32Array; f: Float32Array } {
+  const a = new Float32Array(m * k1);
+  const a2 = new Float32Array(m * k2);
+  for (let i = 0; i < m; i++) {
+    const s = 10 ** rng.uniform(-6, 3);
+    const t = s * 10 ** rng.uniform(-2, 2);
+    for (let j = 0; j < k1; j++) a[i * k1 + j] = rng.normal() * s;
+    for (let j = 0; j < k2; j++) a2[i * k2 + j] = rng.normal() * t;
+  }
+  return { a, w: weight(rng, k1 * n, dtype, 1 / Math.sqrt(k1)), a2, f: f32(rng.normals(k2 * n, 1e-2)) };
+}

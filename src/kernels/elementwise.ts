@@ -1,4 +1,4 @@
-/** Elementwise kernels over f32 tensors (and bf16 widened to f32). */
+/** Elementwise kernels over f32 tensors (and bf16 widened to f32, f32 narrowed to f16). */
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, numel, type Tensor } from '../gpu/tensor.js';
 import { ceilDiv, grid1d, uniforms, wgslBf16Reader, WGSL_LINEAR_WG } from './common.js';
@@ -52,6 +52,31 @@ export function widenBf16(gpu: GpuRuntime, x: Tensor, y: Tensor): void {
   if (x.dtype !== 'bf16' || numel(x.shape) !== n) throw new Error(`widenBf16: ${describe(x)} should be bf16 with the ${n} elements of ${describe(y)}`);
   const p = gpu.pipeline('widenBf16', '', ['uniform', 'read', 'rw'], () => WIDEN_BF16);
   gpu.dispatch(p, [uniforms([['u32', n]]), x, y], grid1d(ceilDiv(n, WG)));
+}
+
+const NARROW_F16 = /* wgsl */ `
+struct P { pairs: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<vec2f>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = ${WGSL_LINEAR_WG} * ${WG}u + li;
+  if (i >= p.pairs) { return; }
+  y[i] = pack2x16float(x[i]);
+}`;
+
+/**
+ * y = x rounded to f16 (nearest even; below 2^-14 with subnormal precision, beyond 65504
+ * infinite), element by element, for an even count: LoRA factors as tensor-core operands,
+ * where their products join a frozen product whose rounding error is far larger.
+ */
+export function narrowF16(gpu: GpuRuntime, x: Tensor, y: Tensor): void {
+  const n = assertSameSize('narrowF16', x);
+  if (y.dtype !== 'f16' || numel(y.shape) !== n) throw new Error(`narrowF16: ${describe(y)} should be f16 with the ${n} elements of ${describe(x)}`);
+  if (n % 2 !== 0) throw new Error(`narrowF16: ${describe(x)} has an odd number of elements; f16 pairs are written whole`);
+  const p = gpu.pipeline('narrowF16', '', ['uniform', 'read', 'rw'], () => NARROW_F16);
+  gpu.dispatch(p, [uniforms([['u32', n / 2]]), x, y], grid1d(ceilDiv(n / 2, WG)));
 }
 
 // ---- one generated family: out[i] = expression of the inputs at i ----

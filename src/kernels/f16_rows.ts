@@ -6,7 +6,9 @@
  * 1e-9 would flush to zero, activations above 65504 would overflow) but a
  * power-of-two scale is exact, and the matmul undoes it on its f32 result.
  * The copy is [Rp, Kp] row-major (padding rows and columns written as zero) with
- * exponents e [Rp] (0 on padding rows).
+ * exponents e [Rp] (0 on padding rows). A 'rows' copy may append a second matrix's rows
+ * scaled by a constant, [X | s·X2], under one exponent per row: the operand of a product
+ * whose K is two segments (a frozen weight's and its LoRA factor's, matmul_tc.ts).
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type Tensor } from '../gpu/tensor.js';
@@ -30,8 +32,9 @@ fn rowExponent(mx: f32) -> i32 {
   return clamp(14 - p, -${E_MAX}, ${E_MAX});
 }`;
 
+// k1: the columns from x (k for a single source); the rest, to k, are scale·x2's.
 const WGSL_PARAMS = /* wgsl */ `
-struct P { r: u32, k: u32, rp: u32, kp: u32 }
+struct P { r: u32, k: u32, rp: u32, kp: u32, k1: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
 // The 'cols' copy's bindings: X [k, r] in, the f16 pairs and the exponents out.
@@ -54,8 +57,9 @@ const lines = (n: number, f: (i: number) => string): string => Array.from({ leng
  * so they stay in registers). `vec` reads vec4s and writes four f16s per store (K and Kp
  * multiples of 4); otherwise scalars. A row of at most MAX_HELD·WG quads is read once,
  * nv quads per invocation; a longer one twice, MAX_HELD quads per invocation per step.
+ * `cat`: columns from p.k1 on come from x2 times p.scale (vec only).
  */
-function rowsWgsl(vec: boolean, nv: number, held: boolean, subgroups: boolean): string {
+function rowsWgsl(vec: boolean, nv: number, held: boolean, subgroups: boolean, cat: boolean): string {
   const load = (q: string, pad: string): string => lines(nv, (i) => `${pad}let v${i} = load4(row, ${q} + ${i * WG}u);`);
   const tree = (a: number, b: number): string => (b - a === 1 ? `absMax(v${a})` : `max(${tree(a, (a + b) >> 1)}, ${tree((a + b) >> 1, b)})`);
   const absMax = tree(0, nv);
@@ -84,6 +88,7 @@ ${WGSL_PARAMS}
 @group(0) @binding(1) var<storage, read> x: array<${vec ? 'vec4f' : 'f32'}>;
 @group(0) @binding(2) var<storage, read_write> out: array<${vec ? 'vec2u' : 'u32'}>;
 @group(0) @binding(3) var<storage, read_write> e: array<i32>;
+${cat ? '@group(0) @binding(4) var<storage, read> x2: array<vec4f>;' : ''}
 var<workgroup> red: array<f32, ${subgroups ? WG / 4 : WG}>;
 ${WGSL_EXPONENT}
 // Columns 4q..4q+3 of the row, zero past R or K.
@@ -91,7 +96,12 @@ fn load4(row: u32, q: u32) -> vec4f {
   var v = vec4f(0.0);
 ${
   vec
-    ? `  if (row < p.r && q < p.k / 4u) { v = x[row * (p.k / 4u) + q]; }`
+    ? cat
+      ? `  if (row < p.r && q < p.k / 4u) {
+    let q1 = p.k1 / 4u;
+    if (q < q1) { v = x[row * q1 + q]; } else { v = p.scale * x2[row * (p.k / 4u - q1) + q - q1]; }
+  }`
+      : `  if (row < p.r && q < p.k / 4u) { v = x[row * (p.k / 4u) + q]; }`
     : `  if (row < p.r) {
     for (var c = 0u; c < 4u; c++) {
       if (4u * q + c < p.k) { v[c] = x[row * p.k + 4u * q + c]; }
@@ -198,18 +208,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`;
 
+/** A second matrix appended to each row of a 'rows' copy, times `scale`. */
+export interface F16Append {
+  x: Tensor;
+  scale: number;
+}
+
 /**
  * out [Rp, Kp] (f16) = op(x) · 2^e row by row, e [Rp] (i32) the per-row exponents.
- * Kp must be even; Rp >= R and Kp >= K, the padding written as zero.
+ * Kp must be even; Rp >= R and Kp >= K, the padding written as zero. With `append`
+ * (layout 'rows', x [R, K1] and append.x [R, K2], K1 and K2 multiples of 4) the rows
+ * are [x | scale·append.x], K = K1 + K2, each under one exponent.
  */
-export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tensor, exps: Tensor): void {
+export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tensor, exps: Tensor, append?: F16Append): void {
   const op = 'f16Rows';
   if (x.dtype !== 'f32' || x.shape.length !== 2) throw new Error(`${op}: ${describe(x)} should be a 2-D f32 matrix`);
-  const [r, k] = layout === 'rows' ? x.shape : [x.shape[1], x.shape[0]];
+  const [r, k1] = layout === 'rows' ? x.shape : [x.shape[1], x.shape[0]];
+  let k = k1;
+  if (append) {
+    const x2 = append.x;
+    if (layout !== 'rows') throw new Error(`${op}: a second matrix is appended to 'rows' copies only, not '${layout}'`);
+    if (x2.dtype !== 'f32' || x2.shape.length !== 2 || x2.shape[0] !== r) throw new Error(`${op}: appended ${describe(x2)} should be f32 [${r}, K2] like ${describe(x)}`);
+    if (k1 % 4 !== 0 || x2.shape[1] % 4 !== 0) throw new Error(`${op}: appending needs both widths multiples of 4, got ${describe(x)} and ${describe(x2)}`);
+    k += x2.shape[1];
+  }
   if (out.dtype !== 'f16' || out.shape.length !== 2) throw new Error(`${op}: ${describe(out)} should be a 2-D f16 matrix`);
   const [rp, kp] = out.shape;
   if (rp < r || kp < k || kp % 2 !== 0) {
-    throw new Error(`${op}: ${describe(out)} should be [Rp >= ${r}, even Kp >= ${k}] for op(${describe(x)}) read as ${layout}`);
+    throw new Error(`${op}: ${describe(out)} should be [Rp >= ${r}, even Kp >= ${k}] for op(${describe(x)}) read as ${layout}${append ? ` with ${describe(append.x)} appended` : ''}`);
   }
   if (exps.dtype !== 'i32' || exps.shape.length !== 1 || exps.shape[0] !== rp) {
     throw new Error(`${op}: ${describe(exps)} should be i32 [${rp}]`);
@@ -219,6 +245,8 @@ export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tens
     ['u32', k],
     ['u32', rp],
     ['u32', kp],
+    ['u32', k1],
+    ['f32', append?.scale ?? 1],
   ]);
   const kinds = ['uniform', 'read', 'rw', 'rw'] as const;
   if (layout === 'cols') {
@@ -226,10 +254,12 @@ export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tens
     return;
   }
   const vec = k % 4 === 0 && kp % 4 === 0;
+  if (append && !vec) throw new Error(`${op}: appending needs Kp a multiple of 4, got ${describe(out)}`);
   const perInvocation = Math.max(1, ceilDiv(ceilDiv(kp, 4), WG));
   const held = perInvocation <= MAX_HELD;
   const nv = Math.min(perInvocation, MAX_HELD);
   const sg = gpu.hasSubgroups;
-  const key = `rows_${vec ? 'vec4' : 'scalar'}_${held ? `held${nv}` : 'reread'}${sg ? '_sg' : ''}`;
-  gpu.dispatch(gpu.pipeline('f16Rows', key, kinds, () => rowsWgsl(vec, nv, held, sg)), [u, x, out, exps], grid1d(rp));
+  const key = `rows_${vec ? 'vec4' : 'scalar'}_${held ? `held${nv}` : 'reread'}${sg ? '_sg' : ''}${append ? '_cat' : ''}`;
+  const pipe = gpu.pipeline('f16Rows', key, append ? [...kinds, 'read'] : kinds, () => rowsWgsl(vec, nv, held, sg, append !== undefined));
+  gpu.dispatch(pipe, append ? [u, x, out, exps, append.x] : [u, x, out, exps], grid1d(rp));
 }

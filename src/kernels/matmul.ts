@@ -8,7 +8,7 @@
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
-import { matmulTcF32, matmulTcWeight, tcPadding, tcSupport } from './matmul_tc.js';
+import { matmulTcF32, matmulTcWeight, tcCanAppend, tcPadding, tcSupport } from './matmul_tc.js';
 
 // Workgroups of 16x16 threads compute a 128x64 output tile (each thread 8x4 outputs) or,
 // for outputs wider than tall, 64x128 (4x8); K is staged 16 at a time, in at most
@@ -250,8 +250,19 @@ function overlaps(x: Tensor, y: Tensor): boolean {
   return x.buffer === y.buffer && x.offset < y.offset + y.byteLength && y.offset < x.offset + x.byteLength;
 }
 
-/** Checks shapes, then records C = alpha·op(A)·op(B) (+ C). */
-function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, spec: Spec, opts: MatmulOptions): void {
+/**
+ * A second segment of K for a frozen weight's product (a LoRA branch): C gains
+ * alpha·scale·A2·op(F), A2 [M, K2] and F f32 laid out like the weight ([N, K2] when the
+ * weight is transposed, else [K2, N]).
+ */
+export interface WeightAppend {
+  a: Tensor;
+  scale: number;
+  w: Tensor;
+}
+
+/** Checks shapes, then records C = alpha·op(A)·op(B) (+ C) (+ alpha·s·A2·op(F) with `append`). */
+function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, spec: Spec, opts: MatmulOptions, append?: WeightAppend): void {
   const [a0, a1] = shape2(op, a, 'f32');
   const [b0, b1] = shape2(op, b, spec.bDtype);
   const [c0, c1] = shape2(op, c, 'f32');
@@ -261,10 +272,29 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   const bDesc = spec.transB ? `${describe(b)} (read as its transpose [${kb},${n}])` : describe(b);
   if (kb !== k) throw new Error(`${op}: inner dimensions differ: ${aDesc} has K=${k}, but ${bDesc} has K=${kb}`);
   if (c0 !== m || c1 !== n) throw new Error(`${op}: ${describe(c)} should be [${m},${n}] for ${aDesc} times ${bDesc}`);
-  for (const src of [a, b]) {
+  let k2 = 0;
+  if (append) {
+    const [h0, h1] = shape2(`${op} (appended)`, append.a, 'f32');
+    const [f0, f1] = shape2(`${op} (appended)`, append.w, 'f32');
+    k2 = h1;
+    const [fk, fn] = spec.transB ? [f1, f0] : [f0, f1];
+    if (h0 !== m || fk !== k2 || fn !== n) {
+      throw new Error(`${op}: appended ${describe(append.a)} and ${describe(append.w)} should be [${m},K2] and ${spec.transB ? `[${n},K2]` : `[K2,${n}]`} with one K2`);
+    }
+  }
+  for (const src of [a, b, ...(append ? [append.a, append.w] : [])]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
   }
   const tc = useTensorCores(gpu, spec, m * n * k);
+  const alpha = opts.alpha ?? 1;
+  const accumulate = opts.accumulate ?? false;
+  // Appended to the tensor-core product where it can be, else a product of its own after it.
+  const fused = append && tc && spec.bDtype !== 'f32' && !spec.transA && tcCanAppend(gpu, n, k, k2, spec.transB) ? append : undefined;
+  if (append && !fused) {
+    matmul(gpu, op, a, b, c, spec, opts);
+    matmulF32(gpu, append.a, append.w, c, { transB: spec.transB, accumulate: true, alpha: alpha * append.scale });
+    return;
+  }
   const tile = n > m ? WIDE : TALL;
   const pad = tc ? tcPadding(gpu) : undefined;
   const [bm, bn, bk] = pad ? [pad.rowsA, pad.rowsB, pad.k] : [tile.bm, tile.bn, BK];
@@ -272,17 +302,16 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   const tiles = Math.ceil(m / bm) * tilesN;
   const wanted = opts.splitK ?? chooseSplits(tiles, k, m * n, tc ? TC_SPLIT_MIN_K : SPLIT_MIN_K);
   if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`${op}: splitK = ${wanted}, expected a positive integer`);
-  // K padded to the staging step; every slice but the last a whole number of steps.
-  const kp = Math.ceil(k / bk) * bk;
+  // K (both segments) padded to the staging step; every slice but the last a whole number of steps.
+  const kp = Math.ceil((k + k2) / bk) * bk;
   const kChunk = Math.ceil(kp / wanted / bk) * bk;
   const splits = Math.ceil(kp / kChunk);
-  const alpha = opts.alpha ?? 1;
-  const accumulate = opts.accumulate ?? false;
   // Records out = alpha·op(A)·op(B) (+ out); with split-K, out is the partials [splits, M, N], unscaled.
   const record = (out: Tensor, split: boolean): void => {
     if (tc) {
       const prod = { m, n, k, kChunk, alpha: split ? 1 : alpha, accumulate: split ? false : accumulate, transA: spec.transA };
-      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB });
+      const app = fused && { a: fused.a, scale: fused.scale, w: fused.w, k: k2 };
+      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB, append: app });
       else matmulTcF32(gpu, a, b, out, { ...prod, transB: spec.transB });
       return;
     }
@@ -321,11 +350,13 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
 /**
  * C[M,N] = alpha·A[M,K]·op(W) (+ C) with W a frozen bf16 or f16 weight, read in place.
  * transW: W is [N,K] (a PyTorch Linear weight: y = x·Wᵀ); otherwise W is [K,N].
+ * append: plus alpha·s·A2·op(F), on tensor cores within the same product (K extended by
+ * F's, A2 sharing A's f16 row scales: bench/RESULTS.md), else as an f32 product after it.
  */
-export function matmulWeight(gpu: GpuRuntime, a: Tensor, w: Tensor, c: Tensor, opts: MatmulOptions & { transW: boolean }): void {
+export function matmulWeight(gpu: GpuRuntime, a: Tensor, w: Tensor, c: Tensor, opts: MatmulOptions & { transW: boolean; append?: WeightAppend }): void {
   const op = 'matmulWeight';
   if (w.dtype !== 'bf16' && w.dtype !== 'f16') throw new Error(`${op}: ${describe(w)} has dtype ${w.dtype}, expected bf16 or f16`);
-  matmul(gpu, op, a, w, c, { transA: false, transB: opts.transW, bDtype: w.dtype }, opts);
+  matmul(gpu, op, a, w, c, { transA: false, transB: opts.transW, bDtype: w.dtype }, opts, opts.append);
 }
 
 /**

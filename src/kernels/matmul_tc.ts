@@ -17,7 +17,8 @@
 import type { GpuRuntime } from '../gpu/device.js';
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { f16Rows, type F16Layout } from './f16_rows.js';
+import { narrowF16 } from './elementwise.js';
+import { f16Rows, type F16Append, type F16Layout } from './f16_rows.js';
 import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
 
 /** A subgroup-matrix configuration: left M×K times right K×N. */
@@ -128,8 +129,12 @@ function put8(arr: string, offset: string, value: string): string {
   return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
 }
 
-/** full: the weight spans whole tiles (N a multiple of BN, K of BK), so no load needs a bound. */
-function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: boolean, maxWorkgroupBytes: number): string {
+/**
+ * full: the weight spans whole tiles (N a multiple of BN, K of BK), so no load needs a bound.
+ * cat: K goes on past the weight's p.k (a multiple of BK) into a second f16 matrix f2 of
+ * p.k2 rows (kn) or columns (nk) in the weight's layout, read with bounds.
+ */
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: boolean, cat: boolean, maxWorkgroupBytes: number): string {
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
@@ -189,6 +194,17 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
       rb${j} = select(0.0, wAt(min(k, p.k - 1u) * p.n + min(n, p.n - 1u)), n < p.n && k < p.k); }`;
     }
   });
+  // The second segment of K: tiles from k0 = p.k on, so k0 − p.k is the row (kn) or column (nk) of f2.
+  const loadF2 = Array.from({ length: cat ? bUnits : 0 }, (_, j) => {
+    const u = `(li + ${j * TH}u)`;
+    return bKind === 'nk'
+      ? `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 - p.k + (${u} % ${BK / 8}u) * 8u;
+      rb${j} = select(vec4u(0u), f2[(min(n, p.n - 1u) * p.k2 + min(k, p.k2 - 8u)) / 8u], n < p.n && k < p.k2); }`
+      : `{ let k = k0 - p.k + ${u} / ${BN / 8}u; let n = n0 + (${u} % ${BN / 8}u) * 8u;
+      rb${j} = select(vec4u(0u), f2[(min(k, p.k2 - 1u) * p.n + min(n, p.n - 8u)) / 8u], n < p.n && k < p.k2); }`;
+  });
+  const loadBAll = (pad: string): string =>
+    cat ? `if (k0 < p.k) {\n${pad}  ${loadB.join(`\n${pad}  `)}\n${pad}} else {\n${pad}  ${loadF2.join(`\n${pad}  `)}\n${pad}}` : loadB.join(`\n${pad}`);
 
   // ---- registers -> workgroup memory (buffer at sAo / sBo), as f16 ----
   const storeA = Array.from({ length: aUnits }, (_, j) => {
@@ -253,7 +269,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
       : vecB
         ? '@group(0) @binding(3) var<storage, read> wv: array<vec4u>;'
         : '@group(0) @binding(3) var<storage, read> ws: array<u32>;';
-  const cBinding = hasEb ? 5 : 4;
+  const cBinding = hasEb || cat ? 5 : 4;
   const bRegType = vecB ? 'vec4u' : 'f32';
   const swap = `${aGlobal ? '' : `sAo = ${sizeA}u - sAo; `}sBo = ${sizeB}u - sBo;`;
   emit(`diagnostic(off, chromium.subgroup_matrix_uniformity);
@@ -261,11 +277,12 @@ enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
 
-struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32 }
+struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32, k2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
 ${bBinding}
+${cat ? '@group(0) @binding(4) var<storage, read> f2: array<vec4u>;' : ''}
 @group(0) @binding(${cBinding}) var<storage, read_write> c: array<f32>;
 
 ${aGlobal ? '' : `var<workgroup> sA: array<f16, ${bufs * sizeA}>;`}
@@ -321,7 +338,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   var sBo = 0u;
   var k0 = kBeg;
   ${loadA.join('\n  ')}
-  ${loadB.join('\n  ')}
+  ${loadBAll('  ')}
   for (var kt = kBeg; kt < kEnd; kt += ${BK}u) {
     ${storeA.join('\n    ')}
     ${storeB.join('\n    ')}
@@ -329,7 +346,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     k0 = kt + ${BK}u;
     if (k0 < kEnd) {
       ${loadA.join('\n      ')}
-      ${loadB.join('\n      ')}
+      ${loadBAll('      ')}
     }
     ${mmaBlock}
     ${t.double ? swap : 'workgroupBarrier();'}
@@ -350,6 +367,27 @@ export interface TcProduct {
    * its partial product to C[s] (C being [slices, M, N]). Default: one slice.
    */
   kChunk?: number;
+  /** A second segment of K (matmulTcWeight): C = alpha·[A | s·A2]·op([W | F]) (+ C). */
+  append?: TcAppend;
+}
+
+/**
+ * The second segment of K a weight's product may take: A2 [M, k] (f32) times `scale`
+ * against F (f32; [N, k] when the weight is transposed, else [k, N]), a LoRA factor.
+ */
+export interface TcAppend {
+  a: Tensor;
+  scale: number;
+  w: Tensor;
+  k: number;
+}
+
+/**
+ * Whether matmulTcWeight can append a K segment of k2 to a product whose weight has K k1
+ * and N n: the weight's K must end on a staging step and both segments be read in 8s.
+ */
+export function tcCanAppend(gpu: GpuRuntime, n: number, k1: number, k2: number, transW: boolean, tiling: TcTiling = tcTiling(gpu)): boolean {
+  return k1 % tiling.bk === 0 && k1 % 8 === 0 && k2 % 8 === 0 && (transW || n % 8 === 0);
 }
 
 /** Records C = alpha·2^−ea·A16·op(B)·2^−eb (+ C) with A16 [Mp, Kp] from f16Rows. */
@@ -357,7 +395,7 @@ function tcDispatch(
   gpu: GpuRuntime,
   a16: Tensor,
   ea: Tensor,
-  b: { kind: BKind; dtype: WDtype; full?: boolean; t: Tensor; eb?: Tensor },
+  b: { kind: BKind; dtype: WDtype; full?: boolean; t: Tensor; eb?: Tensor; f2?: Tensor },
   c: Tensor,
   prod: TcProduct,
   tiling: TcTiling,
@@ -369,9 +407,11 @@ function tcDispatch(
   if (kChunk % tiling.bk !== 0) throw new Error(`tensor-core matmul: K slices of ${kChunk} are not a multiple of the tiling's BK ${tiling.bk}`);
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
-  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}${b.full ? '_full' : ''}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
-  const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(b.eb ? (['read'] as const) : []), 'rw'];
-  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, b.full ?? false, gpu.limits.maxComputeWorkgroupStorageSize));
+  const cat = b.f2 !== undefined;
+  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}${b.full ? '_full' : ''}${cat ? '_cat' : ''}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  const second = b.eb ?? b.f2;
+  const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(second ? (['read'] as const) : []), 'rw'];
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, b.full ?? false, cat, gpu.limits.maxComputeWorkgroupStorageSize));
   const u = uniforms([
     ['u32', prod.m],
     ['u32', prod.n],
@@ -382,23 +422,27 @@ function tcDispatch(
     ['f32', prod.alpha],
     ['u32', prod.accumulate ? 1 : 0],
     ['u32', kChunk],
+    ['u32', prod.append?.k ?? 0],
   ]);
-  gpu.dispatch(pipe, [u, a16, ea, b.t, ...(b.eb ? [b.eb] : []), c], grid1d(tiles * ceilDiv(kp, kChunk)));
+  gpu.dispatch(pipe, [u, a16, ea, b.t, ...(second ? [second] : []), c], grid1d(tiles * ceilDiv(kp, kChunk)));
 }
 
-/** A scaled f16 copy of op(x) [r, k] in pooled scratch; the caller frees both tensors. */
-function f16Copy(gpu: GpuRuntime, x: Tensor, layout: F16Layout, r: number, k: number, rowAlign: number, kAlign: number): [Tensor, Tensor] {
+/** A scaled f16 copy of op(x) [r, k] (with `append`: [x | s·x2]) in pooled scratch; the caller frees both tensors. */
+function f16Copy(gpu: GpuRuntime, x: Tensor, layout: F16Layout, r: number, k: number, rowAlign: number, kAlign: number, append?: F16Append): [Tensor, Tensor] {
   const rp = ceilDiv(r, rowAlign) * rowAlign;
   const kp = ceilDiv(k, kAlign) * kAlign;
   const data = gpu.tensor([rp, kp], 'f16', `${x.label} as f16`);
   const exps = gpu.tensor([rp], 'i32', `${x.label} f16 exponents`);
-  f16Rows(gpu, x, layout, data, exps);
+  f16Rows(gpu, x, layout, data, exps, append);
   return [data, exps];
 }
 
 /**
  * C[M,N] = alpha·op(A)·op(W) (+ C) on tensor cores: A f32 (op(A) = Aᵀ when transA),
- * W a frozen bf16 or f16 weight ([N,K] when transW, else [K,N]). Shapes are the caller's to check.
+ * W a frozen bf16 or f16 weight ([N,K] when transW, else [K,N]). Shapes are the caller's to
+ * check. With prod.append (not with transA; tcCanAppend must hold), K runs on into the
+ * appended segment: A2 joins A's f16 copy under A's row exponents and F is rounded to f16
+ * as it is, so a LoRA branch adds its product without a pass over C of its own.
  */
 export function matmulTcWeight(
   gpu: GpuRuntime,
@@ -409,14 +453,19 @@ export function matmulTcWeight(
   tiling: TcTiling = tcTiling(gpu),
 ): void {
   const pad = tcPadding(gpu, tiling);
-  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);
+  const app = prod.append;
+  if (app && (prod.transA || !tcCanAppend(gpu, prod.n, prod.k, app.k, prod.transW, tiling))) {
+    throw new Error(`matmulTcWeight: cannot append K ${app.k} to a product of K ${prod.k}, N ${prod.n}${prod.transA ? ' with A transposed' : ''}`);
+  }
+  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k + (app?.k ?? 0), pad.rowsA, pad.k, app && { x: app.a, scale: app.scale });
   const vec = prod.transW ? prod.k % 8 === 0 : prod.n % 8 === 0;
   const kind: BKind = prod.transW ? (vec ? 'nk' : 'nk-s') : vec ? 'kn' : 'kn-s';
   if (w.dtype !== 'bf16' && w.dtype !== 'f16') throw new Error(`matmulTcWeight: weight ${w.label} is ${w.dtype}, expected bf16 or f16`);
   const full = vec && prod.n % pad.rowsB === 0 && prod.k % pad.k === 0;
-  tcDispatch(gpu, a16, ea, { kind, dtype: w.dtype, full, t: w }, c, prod, tiling);
-  gpu.free(a16);
-  gpu.free(ea);
+  const f2 = app && gpu.tensor(app.w.shape, 'f16', `${app.w.label} as f16`);
+  if (app && f2) narrowF16(gpu, app.w, f2);
+  tcDispatch(gpu, a16, ea, { kind, dtype: w.dtype, full, t: w, f2 }, c, prod, tiling);
+  for (const t of [a16, ea, f2]) if (t) gpu.free(t);
 }
 
 /** C[M,N] = alpha·op(A)·op(B) (+ C) on tensor cores, A and B f32 (transB: B is [N,K]). */

@@ -523,15 +523,21 @@ export class Rwkv7Model {
     return this.trainable.get(name) ?? this.w.get(name);
   }
 
-  /** out (+)= x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ for a Linear with an optional LoRA adapter. */
+  /**
+   * out (+)= x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ for a Linear with an optional LoRA adapter; h·Bᵀ
+   * rides on the frozen product as extra K where tensor cores run it (matmulWeight).
+   */
   private linear(l: number, target: string, x: Tensor, out: Tensor, h: Tensor | undefined, accumulate: boolean): void {
     const gpu = this.gpu;
-    matmulWeight(gpu, x, this.w.get(`blocks.${l}.${target}.weight`), out, { transW: true, accumulate });
-    if (!h) return;
+    const W = this.w.get(`blocks.${l}.${target}.weight`);
+    if (!h) {
+      matmulWeight(gpu, x, W, out, { transW: true, accumulate });
+      return;
+    }
     const A = this.trainable.get(`blocks.${l}.${target}.lora_A`)!;
     const B = this.trainable.get(`blocks.${l}.${target}.lora_B`)!;
     matmulF32(gpu, this.dropped(l, target, x), A, h, { transB: true });
-    matmulF32(gpu, h, B, out, { transB: true, accumulate: true, alpha: this.scale });
+    matmulWeight(gpu, x, W, out, { transW: true, accumulate, append: { a: h, scale: this.scale, w: B } });
   }
 
   /** The LoRA branch's input: x itself, or its dropout into scratch (same mask every time). */
@@ -647,8 +653,11 @@ export class Rwkv7Model {
    */
   private linearBackward(l: number, target: string, dy: Tensor, x: Tensor, h: Tensor | undefined, dx: Tensor, accumulate: boolean): void {
     const gpu = this.gpu;
-    matmulWeight(gpu, dy, this.w.get(`blocks.${l}.${target}.weight`), dx, { transW: false, accumulate });
-    if (!h) return;
+    const W = this.w.get(`blocks.${l}.${target}.weight`);
+    if (!h) {
+      matmulWeight(gpu, dy, W, dx, { transW: false, accumulate });
+      return;
+    }
     const name = `blocks.${l}.${target}`;
     const A = this.trainable.get(`${name}.lora_A`)!;
     const B = this.trainable.get(`${name}.lora_B`)!;
@@ -658,8 +667,10 @@ export class Rwkv7Model {
     matmulF32(gpu, dh, this.dropped(l, target, x), this.trainableGrad.get(`${name}.lora_A`)!, { transA: true, accumulate: true });
     const p = this.opts.lora.dropout;
     if (p === 0) {
-      matmulF32(gpu, dh, A, dx, { accumulate: true });
+      // dh·A rides on the frozen product as extra K where tensor cores run it.
+      matmulWeight(gpu, dy, W, dx, { transW: false, accumulate, append: { a: dh, scale: 1, w: A } });
     } else {
+      matmulWeight(gpu, dy, W, dx, { transW: false, accumulate });
       const dxd = view(this.g.dxdrop!, 0, x.shape, 'dxdrop');
       matmulF32(gpu, dh, A, dxd);
       dropout(gpu, dxd, dx, this.seed, p, this.dropSalt.get(`${name}.lora_A`)!, { accumulate: true });

@@ -1,9 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulWeight, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
 import { parseTcTiling, setTcTiling, TC_TILING, tcSupport } from '../../src/kernels/matmul_tc.js';
-import { expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
-import { refMatmul } from '../reference/matmul.js';
+import { appendInputs, expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
+import { refMatmul, refMatmulAppend } from '../reference/matmul.js';
 
 // Tensor cores are reachable only where Dawn exposes chromium-experimental-subgroup-matrix
 // with an f16 configuration (NVIDIA through Vulkan, not lavapipe). Elsewhere these tests
@@ -164,6 +164,60 @@ describe('tensor-core matmul', () => {
       });
     }
   }
+
+  // LoRA's up-projections as a second K segment of the frozen product: partial tiles, whole
+  // ones (unbounded weight loads), K2 within one staging step, split-K, a real layer; both
+  // layouts and weight dtypes. Both operands of the LoRA segment are rounded to f16.
+  for (const dims of [[200, 96, 64, 264], [1000, 256, 8, 256], [129, 64, 24, 512], [256, 2048, 64, 256], [1024, 768, 64, 768]] as const) {
+    for (const dtype of ['bf16', 'f16'] as const) {
+      for (const transW of [true, false]) {
+        it(`appended segment: A·${transW ? 'Wᵀ' : 'W'} + s·A2·${transW ? 'Fᵀ' : 'F'} (${dtype}) [M,K1,K2,N] = [${dims.join(',')}], accumulate alpha=-1.5 s=0.5`, async () => {
+          setMatmulMode(gpu, 'auto');
+          const rng = freshRng();
+          const [m, k1, k2, n] = dims;
+          const { a, w, a2, f } = appendInputs(rng, dims, dtype);
+          const ta = gpu.upload(a, [m, k1], 'f32', 'a');
+          const tw = gpu.upload(w.bits, transW ? [n, k1] : [k1, n], dtype, 'w');
+          const ta2 = gpu.upload(a2, [m, k2], 'f32', 'a2');
+          const tf = gpu.upload(f, transW ? [n, k2] : [k2, n], 'f32', 'f');
+          const c0 = f32(rng.normals(m * n, 1e-3));
+          const out = gpu.upload(c0, [m, n], 'f32', 'c');
+          const spy = vi.spyOn(gpu, 'dispatch');
+          matmulWeight(gpu, ta, tw, out, { transW, accumulate: true, alpha: -1.5, append: { a: ta2, scale: 0.5, w: tf } });
+          const kernels = spy.mock.calls.map(([p]) => p.label);
+          spy.mockRestore();
+          // One product on tensor cores, with the segment: no f32 product of its own.
+          expect(kernels.filter((l) => l.startsWith('matmulTc<') && l.includes('_cat_')), kernels.join(', ')).toHaveLength(1);
+          expect(kernels.filter((l) => l.startsWith('matmul<')), kernels.join(', ')).toHaveLength(0);
+          const ref = refMatmulAppend(a, w.values, a2, f, dims, transW, -1.5, 0.5, c0);
+          expectRounding('appended', await gpu.readF32(out), ref, m, n, roundingBound(k1 + k2, 2), rng);
+          for (const t of [ta, tw, ta2, tf, out]) gpu.free(t);
+        });
+      }
+    }
+  }
+
+  it('appended segment where it cannot join (K1 not a multiple of BK): the f32 product after, same result', async () => {
+    setMatmulMode(gpu, 'auto');
+    const rng = freshRng();
+    const dims = [512, 1000, 64, 512] as const;
+    const [m, k1, k2, n] = dims;
+    const { a, w, a2, f } = appendInputs(rng, dims, 'f16');
+    const ta = gpu.upload(a, [m, k1], 'f32', 'a');
+    const tw = gpu.upload(w.bits, [n, k1], 'f16', 'w');
+    const ta2 = gpu.upload(a2, [m, k2], 'f32', 'a2');
+    const tf = gpu.upload(f, [n, k2], 'f32', 'f');
+    const out = gpu.tensor([m, n], 'f32', 'c');
+    poison(gpu, out);
+    const spy = vi.spyOn(gpu, 'dispatch');
+    matmulWeight(gpu, ta, tw, out, { transW: true, append: { a: ta2, scale: 2, w: tf } });
+    const kernels = spy.mock.calls.map(([p]) => p.label);
+    spy.mockRestore();
+    expect(kernels.some((l) => l.includes('_cat_')), kernels.join(', ')).toBe(false);
+    expect(kernels.filter((l) => l.startsWith('matmul<')), kernels.join(', ')).toHaveLength(1);
+    expectRounding('fallback', await gpu.readF32(out), refMatmulAppend(a, w.values, a2, f, dims, true, 1, 2), m, n, roundingBound(k1, 1), rng);
+    for (const t of [ta, tw, ta2, tf, out]) gpu.free(t);
+  });
 
   it('LoRA weight gradient shape: Aᵀ·B over K=8192 tokens, M=64, N=96, accumulate', async () => {
     setMatmulMode(gpu, 'tc');

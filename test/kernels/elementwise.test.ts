@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
-import { activation, activationBackward, add, axpby, fill, mul, widenBf16, type Activation } from '../../src/kernels/elementwise.js';
+import { f32ToF16Bits, packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
+import { activation, activationBackward, add, axpby, fill, mul, narrowF16, widenBf16, type Activation } from '../../src/kernels/elementwise.js';
 import { expectClose, f32, finiteDiff, freshRng, getGpu, poison } from '../helpers.js';
 
 describe('axpby', () => {
@@ -156,5 +156,34 @@ describe('fill', () => {
     expect(() => activation(gpu, 'tanh', gpu.tensor([3], 'bf16', 'h'), a)).toThrow(/tanh: h is bf16, expected f32/);
     expect(() => activationBackward(gpu, 'sigmoid', a, gpu.tensor([2], 'f32', 'dy'), a)).toThrow(/sigmoidBackward: dy has 2 elements, expected 3/);
     expect(() => fill(gpu, gpu.tensor([3], 'u32', 'ids'), 0)).toThrow(/fill: ids is u32, expected f32/);
+  });
+});
+
+describe('narrowF16', () => {
+  for (const n of [2, 514, 70_002]) {
+    it(`n=${n}: round to nearest even, as the host does, from f16 subnormals to 6e4`, async () => {
+      const gpu = await getGpu();
+      const rng = freshRng();
+      const v = f32(Array.from({ length: n }, () => rng.normal() * 10 ** rng.uniform(-9, 4)));
+      const x = gpu.upload(v, [n], 'f32', 'x');
+      const y = gpu.tensor([n], 'f16', 'y');
+      poison(gpu, y);
+      narrowF16(gpu, x, y);
+      const got = new Uint16Array(await gpu.read(y), 0, n);
+      const want = Uint16Array.from(v, f32ToF16Bits);
+      expect(got.findIndex((b, i) => b !== want[i]), `first element unlike the host's rounding [seed ${rng.seed}]`).toBe(-1);
+      gpu.free(x);
+      gpu.free(y);
+    });
+  }
+
+  it('refuses an odd count and a wrong output', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([3], 'f32', 'x');
+    const y = gpu.tensor([3], 'f16', 'y');
+    const z = gpu.tensor([4], 'f16', 'z');
+    expect(() => narrowF16(gpu, x, y)).toThrow(/x\[3\]:f32 has an odd number of elements/);
+    expect(() => narrowF16(gpu, x, z)).toThrow(/z\[4\]:f16 should be f16 with the 3 elements of x\[3\]:f32/);
+    for (const t of [x, y, z]) gpu.free(t);
   });
 });

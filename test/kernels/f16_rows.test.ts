@@ -119,6 +119,61 @@ describe('f16Rows', () => {
     gpu.free(x);
   });
 
+  // [R, K1, K2, Rp, Kp]: LoRA's h after an activation (K2 = r), K2 past a staging step, and
+  // a row read twice.
+  for (const [r, k1, k2, rp, kp] of [
+    [5, 64, 64, 8, 128],
+    [129, 768, 8, 256, 800],
+    [3, 2048, 64, 4, 2112],
+    [2, 16384, 64, 4, 16480],
+  ] as const) {
+    it(`rows with a second matrix appended: R=${r} K=${k1}+${k2} into [${rp},${kp}], one exponent per row`, async () => {
+      const gpu = await getGpu();
+      const rng = freshRng();
+      const scale = 0.5;
+      // Row i of x has magnitude 10^s_i; its appended part 10^(s_i ± 3), so either side may set the row's max.
+      const xv = new Float32Array(r * k1);
+      const hv = new Float32Array(r * k2);
+      for (let i = 0; i < r; i++) {
+        const s = 10 ** rng.uniform(-9, 4);
+        const t = s * 10 ** rng.uniform(-3, 3);
+        for (let j = 0; j < k1; j++) xv[i * k1 + j] = rng.normal() * s;
+        for (let j = 0; j < k2; j++) hv[i * k2 + j] = rng.normal() * t;
+      }
+      const x = gpu.upload(xv, [r, k1], 'f32', 'x');
+      const h = gpu.upload(hv, [r, k2], 'f32', 'h');
+      const out = gpu.tensor([rp, kp], 'f16', 'x16');
+      const e = gpu.tensor([rp], 'i32', 'exps');
+      poison(gpu, out, e);
+      f16Rows(gpu, x, 'rows', out, e, { x: h, scale });
+      const bits = new Uint16Array(await gpu.read(out), 0, rp * kp);
+      const exps = new Int32Array(await gpu.read(e), 0, rp);
+      for (let i = 0; i < rp; i++) {
+        const want = Float64Array.from({ length: kp }, (_, j) => (i >= r ? 0 : j < k1 ? xv[i * k1 + j] : j < k1 + k2 ? scale * hv[i * k2 + j - k1] : 0));
+        const max = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        expect(exps[i], `exponent of row ${i} [seed ${rng.seed}]`).toBe(refExponent(max));
+        const got = Float64Array.from({ length: kp }, (_, j) => f16BitsToF32(bits[i * kp + j]) * 2 ** -exps[i]);
+        if (i >= r) expect(relErr(got, want), `padding row ${i}`).toBe(0);
+        else expectClose(`row ${i} of [${r},${k1}+${k2}]`, got, want, BOUND, rng);
+        for (let j = k1 + k2; j < kp; j++) expect(bits[i * kp + j], `padding column ${j} of row ${i}`).toBe(0);
+      }
+      for (const t of [x, h, out, e]) gpu.free(t);
+    });
+  }
+
+  it('appending: rows layout only, widths multiples of 4, the same number of rows', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([8, 64], 'f32', 'acts');
+    const h = gpu.tensor([8, 6], 'f32', 'h');
+    const h7 = gpu.tensor([7, 8], 'f32', 'h7');
+    const out = gpu.tensor([8, 96], 'f16', 'copy');
+    const e = gpu.tensor([8], 'i32', 'e');
+    expect(() => f16Rows(gpu, x, 'cols', out, e, { x: h, scale: 1 })).toThrow(/appended to 'rows' copies only/);
+    expect(() => f16Rows(gpu, x, 'rows', out, e, { x: h, scale: 1 })).toThrow(/multiples of 4, got acts\[8,64\]:f32 and h\[8,6\]:f32/);
+    expect(() => f16Rows(gpu, x, 'rows', out, e, { x: h7, scale: 1 })).toThrow(/appended h7\[7,8\]:f32 should be f32 \[8, K2\]/);
+    for (const t of [x, h, h7, out, e]) gpu.free(t);
+  });
+
   it('names the tensor whose shape does not fit', async () => {
     const gpu = await getGpu();
     const x = gpu.tensor([5, 7], 'f32', 'acts');

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { Tensor } from '../../src/gpu/tensor.js';
+import { view, type Tensor } from '../../src/gpu/tensor.js';
 import { matmulF32, matmulWeight } from '../../src/kernels/matmul.js';
-import { expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
-import { refMatmul } from '../reference/matmul.js';
+import { appendInputs, expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
+import { refMatmul, refMatmulAppend } from '../reference/matmul.js';
 
 interface Case {
   m: number;
@@ -150,6 +150,48 @@ describe('matmulWeight', () => {
       });
     }
   }
+});
+
+// A LoRA segment appended to the weight's product: here (no tensor cores) an f32 product
+// added after the frozen one; test/gpu/matmul_tc.test.ts checks the fused form.
+describe('matmulWeight with a segment appended', () => {
+  for (const transW of [true, false]) {
+    for (const dims of [[1, 1, 1, 1], [70, 96, 64, 130], [129, 33, 8, 17]] as const) {
+      it(`A·${transW ? 'Wᵀ' : 'W'} + s·A2·${transW ? 'Fᵀ' : 'F'}, [M,K1,K2,N] = [${dims.join(',')}], accumulate alpha=-1.5 s=0.5`, async () => {
+        const gpu = await getGpu();
+        const rng = freshRng();
+        const [m, k1, k2, n] = dims;
+        const { a, w, a2, f } = appendInputs(rng, dims, 'f16');
+        const up = (v: ArrayLike<number> | Uint16Array, shape: number[], dtype: 'f32' | 'f16', label: string) => gpu.upload(v instanceof Uint16Array ? v : f32(v), shape, dtype, label);
+        const ta = up(a, [m, k1], 'f32', 'a');
+        const tw = up(w.bits, transW ? [n, k1] : [k1, n], 'f16', 'w');
+        const ta2 = up(a2, [m, k2], 'f32', 'a2');
+        const tf = up(f, transW ? [n, k2] : [k2, n], 'f32', 'f');
+        const c0 = f32(rng.normals(m * n));
+        const out = gpu.upload(c0, [m, n], 'f32', 'c');
+        matmulWeight(gpu, ta, tw, out, { transW, accumulate: true, alpha: -1.5, append: { a: ta2, scale: 0.5, w: tf } });
+        const { ref } = refMatmulAppend(a, w.values, a2, f, dims, transW, -1.5, 0.5, c0);
+        expectClose('append', await gpu.readF32(out), ref, BOUND, rng);
+        for (const t of [ta, tw, ta2, tf, out]) gpu.free(t);
+      });
+    }
+  }
+
+  it('names the appended tensors whose shapes do not fit', async () => {
+    const gpu = await getGpu();
+    const x = gpu.tensor([5, 8], 'f32', 'x');
+    const w = gpu.tensor([3, 8], 'f16', 'wq');
+    const h = gpu.tensor([5, 4], 'f32', 'h');
+    const fb = gpu.tensor([3, 5], 'f32', 'lora_b');
+    const y = gpu.tensor([5, 3], 'f32', 'y');
+    expect(() => matmulWeight(gpu, x, w, y, { transW: true, append: { a: h, scale: 1, w: fb } })).toThrow(
+      /appended h\[5,4\]:f32 and lora_b\[3,5\]:f32 should be \[5,K2\] and \[3,K2\] with one K2/,
+    );
+    const fb4 = gpu.tensor([3, 4], 'f32', 'lora_b4');
+    const inH = view(h, 0, [5, 3], 'in_h');
+    expect(() => matmulWeight(gpu, x, w, inH, { transW: true, append: { a: h, scale: 1, w: fb4 } })).toThrow(/output in_h\[5,3\]:f32 overlaps input h\[5,4\]:f32/);
+    for (const t of [x, w, h, fb, fb4, y]) gpu.free(t);
+  });
 });
 
 describe('matmul shape errors', () => {

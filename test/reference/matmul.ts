@@ -33,3 +33,23 @@ export function refMatmul(
   }
   return { ref, mag };
 }
+
+/**
+ * refMatmul of alpha·[A | s·A2]·op([W | F]) (+ c0): A [M,K1], A2 [M,K2], and W and F
+ * stored alike ([N,K] when transW, else [K,N]); values and magnitude scales summed.
+ */
+export function refMatmulAppend(
+  a: ArrayLike<number>,
+  w: ArrayLike<number>,
+  a2: ArrayLike<number>,
+  f: ArrayLike<number>,
+  [m, k1, k2, n]: readonly [number, number, number, number],
+  transW: boolean,
+  alpha: number,
+  s: number,
+  c0?: ArrayLike<number>,
+): { ref: Float64Array; mag: Float64Array } {
+  const main = refMatmul(a, w, m, k1, n, false, transW, alpha, c0);
+  const extra = refMatmul(a2, f, m, k2, n, false, transW, alpha * s);
+  return { ref: main.ref.map((v, i) => v + extra.ref[i]), mag: main.mag.map((v, i) => v + extra.mag[i]) };
+}
