@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulWeight, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
-import { parseTcTiling, setTcTiling, TC_TILING, tcSupport } from '../../src/kernels/matmul_tc.js';
+import { parseTcTiling, setTcTiling, TC_TILING, tcSupport, tcTilingName } from '../../src/kernels/matmul_tc.js';
 import { appendInputs, expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
 import { refMatmul, refMatmulAppend } from '../reference/matmul.js';
 
@@ -167,15 +167,24 @@ describe('tensor-core matmul', () => {
 
   // LoRA's up-projections as a second K segment of the frozen product: partial tiles, whole
   // ones (unbounded weight loads), K2 within one staging step, split-K, a real layer; both
-  // layouts and weight dtypes. Both operands of the LoRA segment are rounded to f16.
-  for (const dims of [[200, 96, 64, 264], [1000, 256, 8, 256], [129, 64, 24, 512], [256, 2048, 64, 256], [1024, 768, 64, 768]] as const) {
-    for (const dtype of ['bf16', 'f16'] as const) {
-      for (const transW of [true, false]) {
-        it(`appended segment: A·${transW ? 'Wᵀ' : 'W'} + s·A2·${transW ? 'Fᵀ' : 'F'} (${dtype}) [M,K1,K2,N] = [${dims.join(',')}], accumulate alpha=-1.5 s=0.5`, async () => {
-          setMatmulMode(gpu, 'auto');
+  // layouts and weight dtypes; the default tiling and two that stage differently (double
+  // buffers across the two segments' loops, A from storage, BK 16). Both operands of the
+  // LoRA segment are rounded to f16.
+  const appendCases = [
+    ...[[200, 96, 64, 264], [1000, 256, 8, 256], [129, 64, 24, 512], [256, 2048, 64, 256], [1024, 768, 64, 768]].flatMap((dims) =>
+      (['bf16', 'f16'] as const).map((dtype) => ({ dims, dtype, tiling: TC_TILING })),
+    ),
+    ...[[200, 96, 64, 264], [256, 2048, 24, 256]].flatMap((dims) => ['2x2x4x4x32dg', '4x2x4x4x16d'].map((name) => ({ dims, dtype: 'bf16' as const, tiling: parseTcTiling(name) }))),
+  ];
+  for (const { dims, dtype, tiling } of appendCases) {
+    for (const transW of [true, false]) {
+      it(`appended segment: A·${transW ? 'Wᵀ' : 'W'} + s·A2·${transW ? 'Fᵀ' : 'F'} (${dtype}) [M,K1,K2,N] = [${dims.join(',')}], tiling ${tcTilingName(tiling)}, accumulate alpha=-1.5 s=0.5`, async () => {
+        setMatmulMode(gpu, 'tc');
+        setTcTiling(gpu, tiling);
+        try {
           const rng = freshRng();
           const [m, k1, k2, n] = dims;
-          const { a, w, a2, f } = appendInputs(rng, dims, dtype);
+          const { a, w, a2, f } = appendInputs(rng, [m, k1, k2, n], dtype);
           const ta = gpu.upload(a, [m, k1], 'f32', 'a');
           const tw = gpu.upload(w.bits, transW ? [n, k1] : [k1, n], dtype, 'w');
           const ta2 = gpu.upload(a2, [m, k2], 'f32', 'a2');
@@ -189,11 +198,13 @@ describe('tensor-core matmul', () => {
           // One product on tensor cores, with the segment: no f32 product of its own.
           expect(kernels.filter((l) => l.startsWith('matmulTc<') && l.includes('_cat_')), kernels.join(', ')).toHaveLength(1);
           expect(kernels.filter((l) => l.startsWith('matmul<')), kernels.join(', ')).toHaveLength(0);
-          const ref = refMatmulAppend(a, w.values, a2, f, dims, transW, -1.5, 0.5, c0);
+          const ref = refMatmulAppend(a, w.values, a2, f, [m, k1, k2, n], transW, -1.5, 0.5, c0);
           expectRounding('appended', await gpu.readF32(out), ref, m, n, roundingBound(k1 + k2, 2), rng);
           for (const t of [ta, tw, ta2, tf, out]) gpu.free(t);
-        });
-      }
+        } finally {
+          setTcTiling(gpu, TC_TILING);
+        }
+      });
     }
   }
 
