@@ -8,7 +8,7 @@
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
-import { matmulTcF32, matmulTcWeight, tcCanAppend, tcPadding, tcSupport } from './matmul_tc.js';
+import { matmulTcF32, matmulTcWeight, tcCanAppend, tcPadding, tcSupport, tcTiling } from './matmul_tc.js';
 
 // Workgroups of 16x16 threads compute a 128x64 output tile (each thread 8x4 outputs) or,
 // for outputs wider than tall, 64x128 (4x8); K is staged 16 at a time, in at most
@@ -63,9 +63,10 @@ function chooseSplits(tiles: number, k: number, mn: number, minK: number): numbe
  * 'auto': tensor cores (f16 operands, f32 accumulation) for products with a frozen
  * weight of at least TC_MIN_MACS multiply-adds when the adapter has them, the f32
  * kernel otherwise; 'f32': always the f32 kernel; 'tc': always tensor cores.
- * LoRA products (matmulF32) stay f32 in 'auto': their weight gradients sum over every
- * token with heavy cancellation, where f16 operands cost accuracy, and on an H200
- * tensor cores gained little on them (bench/RESULTS.md).
+ * LoRA products (matmulF32) stay f32 in 'auto' but for the down-projection x·Aᵀ
+ * (LORA_DOWN_N): their weight gradients sum over every token with heavy cancellation,
+ * where f16 operands cost accuracy, and on an H200 tensor cores gained little or lost on
+ * the others (bench/RESULTS.md).
  */
 export type MatmulMode = 'auto' | 'f32' | 'tc';
 
@@ -104,14 +105,23 @@ export function preferredWeightDtype(gpu: GpuRuntime): WeightDtype {
   return matmulMode(gpu) !== 'f32' && tcSupport(gpu) ? 'f16' : 'bf16';
 }
 
-function useTensorCores(gpu: GpuRuntime, spec: Spec, macs: number): boolean {
+/**
+ * f32 products A·Bᵀ at most this wide (LoRA's down-projection x·Aᵀ, N = r) take tensor cores
+ * in 'auto' too: an activation product, which f16 operands with row scales round no worse
+ * than the frozen ones; on the H200 (narrow tiling, copies included) 0.098 against 0.118 ms
+ * at 8192×64×2048 and 0.297 against 0.369 at 8192×64×8192 (bench/RESULTS.md).
+ */
+const LORA_DOWN_N = 64;
+
+function useTensorCores(gpu: GpuRuntime, spec: Spec, macs: number, n: number): boolean {
   const mode = matmulMode(gpu);
   if (mode === 'f32') return false;
   if (mode === 'tc') {
     if (!tcSupport(gpu)) throw new Error('matmul mode tc: this adapter has no f16 subgroup-matrix (tensor-core) configuration');
     return true;
   }
-  return spec.bDtype !== 'f32' && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
+  const down = spec.bDtype === 'f32' && !spec.transA && spec.transB && n <= LORA_DOWN_N;
+  return (spec.bDtype !== 'f32' || down) && macs >= TC_MIN_MACS && tcSupport(gpu) !== undefined;
 }
 
 interface Spec {
@@ -285,18 +295,19 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   for (const src of [a, b, ...(append ? [append.a, append.w] : [])]) {
     if (overlaps(c, src)) throw new Error(`${op}: output ${describe(c)} overlaps input ${describe(src)} in memory`);
   }
-  const tc = useTensorCores(gpu, spec, m * n * k);
+  const tc = useTensorCores(gpu, spec, m * n * k, n);
   const alpha = opts.alpha ?? 1;
   const accumulate = opts.accumulate ?? false;
   // Appended to the tensor-core product where it can be, else a product of its own after it.
-  const fused = append && tc && spec.bDtype !== 'f32' && !spec.transA && tcCanAppend(gpu, n, k, k2, spec.transB) ? append : undefined;
+  const fused = append && tc && spec.bDtype !== 'f32' && !spec.transA && tcCanAppend(gpu, n, k, k2, spec.transB, tcTiling(gpu, n)) ? append : undefined;
   if (append && !fused) {
     matmul(gpu, op, a, b, c, spec, opts);
     matmulF32(gpu, append.a, append.w, c, { transB: spec.transB, accumulate: true, alpha: alpha * append.scale });
     return;
   }
   const tile = n > m ? WIDE : TALL;
-  const pad = tc ? tcPadding(gpu) : undefined;
+  const tiling = tc ? tcTiling(gpu, n) : undefined;
+  const pad = tiling && tcPadding(gpu, tiling);
   const [bm, bn, bk] = pad ? [pad.rowsA, pad.rowsB, pad.k] : [tile.bm, tile.bn, BK];
   const tilesN = Math.ceil(n / bn);
   const tiles = Math.ceil(m / bm) * tilesN;
@@ -311,8 +322,8 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
     if (tc) {
       const prod = { m, n, k, kChunk, alpha: split ? 1 : alpha, accumulate: split ? false : accumulate, transA: spec.transA };
       const app = fused && { a: fused.a, scale: fused.scale, w: fused.w, k: k2 };
-      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB, append: app });
-      else matmulTcF32(gpu, a, b, out, { ...prod, transB: spec.transB });
+      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB, append: app }, tiling);
+      else matmulTcF32(gpu, a, b, out, { ...prod, transB: spec.transB }, tiling);
       return;
     }
     const key = `${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}_${spec.bDtype}_${tile.bm}x${tile.bn}${split ? '_split' : ''}`;

@@ -58,15 +58,23 @@ export function tcTilingName(t: TcTiling): string {
 // timed on the H200 on the dominant 1.5B products (bench/RESULTS.md), 1.5× the 2×2 ones.
 export const TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 4, bk: 32 };
 
+// 8×1 subgroups of 1×4 tiles (128×64) for outputs at most NARROW_N wide, where 256-wide
+// tiles would be mostly empty: on the H200 at M 8192 (bench/RESULTS.md) 0.088 against
+// 0.122 ms for 8192×64×2048, 0.105 against 0.124 for 8192×96×2048, the f16 copies included.
+export const NARROW_TC_TILING: TcTiling = { wm: 8, wn: 1, tm: 1, tn: 4, bk: 32 };
+export const NARROW_N = 128;
+
 const chosenTiling = new WeakMap<GpuRuntime, TcTiling>();
 
-/** The tiling later products on this runtime use (benchmarks compare them); TC_TILING by default. */
-export function setTcTiling(gpu: GpuRuntime, t: TcTiling): void {
-  chosenTiling.set(gpu, t);
+/** The tiling every later product on this runtime uses (benchmarks and tests compare them), instead of tcTiling's choice. */
+export function setTcTiling(gpu: GpuRuntime, t: TcTiling | undefined): void {
+  if (t) chosenTiling.set(gpu, t);
+  else chosenTiling.delete(gpu);
 }
 
-export function tcTiling(gpu: GpuRuntime): TcTiling {
-  return chosenTiling.get(gpu) ?? TC_TILING;
+/** The tiling of a product with N output columns: as set, else NARROW_TC_TILING up to NARROW_N, else TC_TILING. */
+export function tcTiling(gpu: GpuRuntime, n = Infinity): TcTiling {
+  return chosenTiling.get(gpu) ?? (n <= NARROW_N ? NARROW_TC_TILING : TC_TILING);
 }
 
 /**
@@ -460,7 +468,7 @@ export function matmulTcWeight(
   w: Tensor,
   c: Tensor,
   prod: TcProduct & { transA: boolean; transW: boolean },
-  tiling: TcTiling = tcTiling(gpu),
+  tiling: TcTiling = tcTiling(gpu, prod.n),
 ): void {
   const pad = tcPadding(gpu, tiling);
   const app = prod.append;
@@ -485,7 +493,7 @@ export function matmulTcF32(
   b: Tensor,
   c: Tensor,
   prod: TcProduct & { transA: boolean; transB: boolean },
-  tiling: TcTiling = tcTiling(gpu),
+  tiling: TcTiling = tcTiling(gpu, prod.n),
 ): void {
   const pad = tcPadding(gpu, tiling);
   const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k, pad.rowsA, pad.k);

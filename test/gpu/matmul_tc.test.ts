@@ -159,7 +159,7 @@ describe('tensor-core matmul', () => {
           expectRounding(`${name} f32 Aᵀ·B`, await gpu.readF32(out), refMatmul(at, b, m, k, n, true, false, 1), m, n, roundingBound(k, 2), rng);
           for (const t of [ta, out, tat, tb]) gpu.free(t);
         } finally {
-          setTcTiling(gpu, TC_TILING);
+          setTcTiling(gpu, undefined);
         }
       });
     }
@@ -174,7 +174,7 @@ describe('tensor-core matmul', () => {
     ...[[200, 96, 64, 264], [1000, 256, 8, 256], [129, 64, 24, 512], [256, 2048, 64, 256], [1024, 768, 64, 768]].flatMap((dims) =>
       (['bf16', 'f16'] as const).map((dtype) => ({ dims, dtype, tiling: TC_TILING })),
     ),
-    ...[[200, 96, 64, 264], [256, 2048, 24, 256]].flatMap((dims) => ['2x2x4x4x32dg', '4x2x4x4x16d'].map((name) => ({ dims, dtype: 'bf16' as const, tiling: parseTcTiling(name) }))),
+    ...[[200, 96, 64, 264], [256, 2048, 24, 256]].flatMap((dims) => ['2x2x4x4x32dg', '4x2x4x4x16d', '8x1x1x4x32'].map((name) => ({ dims, dtype: 'bf16' as const, tiling: parseTcTiling(name) }))),
   ];
   for (const { dims, dtype, tiling } of appendCases) {
     for (const transW of [true, false]) {
@@ -202,7 +202,7 @@ describe('tensor-core matmul', () => {
           expectRounding('appended', await gpu.readF32(out), ref, m, n, roundingBound(k1 + k2, 2), rng);
           for (const t of [ta, tw, ta2, tf, out]) gpu.free(t);
         } finally {
-          setTcTiling(gpu, TC_TILING);
+          setTcTiling(gpu, undefined);
         }
       });
     }
@@ -301,5 +301,33 @@ describe('tensor-core matmul', () => {
     expect(await run('f32', true)).toBe(1);
     expect(await run('auto', false)).toBe(1);
     for (const t of [ta, tw, tb, out]) gpu.free(t);
+  });
+
+  it("auto mode takes tensor cores for LoRA's down-projection A·Bᵀ with N <= 64 (narrow tiling), not for A·B", async () => {
+    setMatmulMode(gpu, 'auto');
+    const rng = freshRng();
+    const [m, k, n] = [2048, 2048, 64];
+    const a = wideRows(rng, m, k, false);
+    const b = f32(rng.normals(k * n, 1 / 45));
+    const ta = gpu.upload(a, [m, k], 'f32', 'x');
+    const out = gpu.tensor([m, n], 'f32', 'h');
+    for (const transB of [true, false]) {
+      const tb = gpu.upload(b, transB ? [n, k] : [k, n], 'f32', 'lora_A');
+      poison(gpu, out);
+      const spy = vi.spyOn(gpu, 'dispatch');
+      matmulF32(gpu, ta, tb, out, { transB });
+      const kernels = spy.mock.calls.map(([p]) => p.label);
+      spy.mockRestore();
+      const ref = refMatmul(a, b, m, k, n, false, transB, 1);
+      if (transB) {
+        expect(kernels.filter((l) => l.startsWith('matmulTc<f16_8x1x1x4x32')), kernels.join(', ')).toHaveLength(1);
+        expectRounding('x·Aᵀ', await gpu.readF32(out), ref, m, n, roundingBound(k, 2), rng);
+      } else {
+        expect(kernels.some((l) => l.startsWith('matmulTc<')), kernels.join(', ')).toBe(false);
+        expectClose('x·A', await gpu.readF32(out), ref.ref, 1e-5, rng);
+      }
+      gpu.free(tb);
+    }
+    for (const t of [ta, out]) gpu.free(t);
   });
 });
