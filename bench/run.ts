@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { acquireGpu, DAWN_SAVINGS, DEFAULT_SAVINGS, type DawnSaving } from '../src/gpu/device.js';
 import type { MatmulMode } from '../src/kernels/matmul.js';
-import { parseTcTiling, setTcTiling, tcSupport, tcTiling, tcTilingName } from '../src/kernels/matmul_tc.js';
+import { NARROW_N, NARROW_TC_TILING, parseTcTiling, setTcTiling, TC_TILING, tcSupport, tcTilingName } from '../src/kernels/matmul_tc.js';
 import { gpuCard } from './gpu_memory.js';
 import { layoutDims, shapeKey, stepMatmuls, type MatmulShape } from './layouts.js';
 import { benchMatmuls, benchTilings, type MatmulResult, type TilingResult } from './matmul_bench.js';
@@ -39,7 +39,8 @@ const USAGE = `usage: npm run bench -- [options]
                      WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from
                      storage), each with the weight stored as bf16, as f16, and as the
                      padded f16 copy that matmulF32 makes
-  --tc-tiling NAME   the tensor-core tiling of the matmul table and the training steps
+  --tc-tiling NAME   one tensor-core tiling for every product of the matmul table and the training
+                     steps (default: 2x4x4x4x32, and 8x1x1x4x32 for products at most 128 wide)
   --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:
                      no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all
                      checks), or some of disable_robustness, disable_workgroup_init, skip_validation
@@ -174,7 +175,7 @@ const wkvResults: WkvResult[] = [];
   const gpu = await acquireGpu({ savings: dawn.savings, profile: true });
   const tc = tcSupport(gpu);
   if (tcTilingOpt) setTcTiling(gpu, tcTilingOpt);
-  meta.tcTiling = tcTilingName(tcTiling(gpu));
+  meta.tcTiling = tcTilingOpt ? tcTilingName(tcTilingOpt) : `${tcTilingName(TC_TILING)}, ${tcTilingName(NARROW_TC_TILING)} up to N ${NARROW_N}`;
   meta.adapter = gpu.report().description;
   meta.tensorCores = tc ? `f16 ${tc.shape.M}x${tc.shape.N}x${tc.shape.K} -> f32, subgroup ${tc.subgroupSize}` : 'none';
   log(`# ${meta.card ?? 'no nvidia-smi'} | adapter ${meta.adapter} | tensor cores: ${meta.tensorCores} (tiling ${meta.tcTiling}) | Dawn ${dawn.name}`);
