@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { GpuRuntime } from '../../src/gpu/device.js';
 import { f16BitsToF32, type Tensor } from '../../src/gpu/tensor.js';
 import { f16Rows, type F16Layout } from '../../src/kernels/f16_rows.js';
-import { expectClose, f32, freshRng, getGpu, poison, relErr } from '../helpers.js';
+import { appendInputs, expectClose, f32, freshRng, getGpu, poison, relErr } from '../helpers.js';
 
 /** The exponent the kernel must pick: max·2^e in [2^14, 2^15), 0 for a zero row. */
 function refExponent(max: number): number {
@@ -131,15 +131,8 @@ describe('f16Rows', () => {
       const gpu = await getGpu();
       const rng = freshRng();
       const scale = 0.5;
-      // Row i of x has magnitude 10^s_i; its appended part 10^(s_i ± 3), so either side may set the row's max.
-      const xv = new Float32Array(r * k1);
-      const hv = new Float32Array(r * k2);
-      for (let i = 0; i < r; i++) {
-        const s = 10 ** rng.uniform(-9, 4);
-        const t = s * 10 ** rng.uniform(-3, 3);
-        for (let j = 0; j < k1; j++) xv[i * k1 + j] = rng.normal() * s;
-        for (let j = 0; j < k2; j++) hv[i * k2 + j] = rng.normal() * t;
-      }
+      // Rows of magnitudes 1e-6..1e3, the appended part at the row's ×10^±2: either side may set the row's max.
+      const { a: xv, a2: hv } = appendInputs(rng, [r, k1, k2, 1], 'f16');
       const x = gpu.upload(xv, [r, k1], 'f32', 'x');
       const h = gpu.upload(hv, [r, k2], 'f32', 'h');
       const out = gpu.tensor([rp, kp], 'f16', 'x16');
