@@ -8,7 +8,7 @@
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type DType, type Tensor } from '../gpu/tensor.js';
 import { grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
-import { matmulTcF32, matmulTcWeight, tcCanAppend, tcPadding, tcSupport, tcTiling } from './matmul_tc.js';
+import { matmulTcF32, matmulTcWeight, tcCanAppend, tcPadding, tcSupport, tcTiling, type WeightAppend } from './matmul_tc.js';
 
 // Workgroups of 16x16 threads compute a 128x64 output tile (each thread 8x4 outputs) or,
 // for outputs wider than tall, 64x128 (4x8); K is staged 16 at a time, in at most
@@ -260,17 +260,6 @@ function overlaps(x: Tensor, y: Tensor): boolean {
   return x.buffer === y.buffer && x.offset < y.offset + y.byteLength && y.offset < x.offset + x.byteLength;
 }
 
-/**
- * A second segment of K for a frozen weight's product (a LoRA branch): C gains
- * alpha·scale·A2·op(F), A2 [M, K2] and F f32 laid out like the weight ([N, K2] when the
- * weight is transposed, else [K2, N]).
- */
-export interface WeightAppend {
-  a: Tensor;
-  scale: number;
-  w: Tensor;
-}
-
 /** Checks shapes, then records C = alpha·op(A)·op(B) (+ C) (+ alpha·s·A2·op(F) with `append`). */
 function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, spec: Spec, opts: MatmulOptions, append?: WeightAppend): void {
   const [a0, a1] = shape2(op, a, 'f32');
@@ -321,8 +310,7 @@ function matmul(gpu: GpuRuntime, op: string, a: Tensor, b: Tensor, c: Tensor, sp
   const record = (out: Tensor, split: boolean): void => {
     if (tc) {
       const prod = { m, n, k, kChunk, alpha: split ? 1 : alpha, accumulate: split ? false : accumulate, transA: spec.transA };
-      const app = fused && { a: fused.a, scale: fused.scale, w: fused.w, k: k2 };
-      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB, append: app }, tiling);
+      if (spec.bDtype !== 'f32') matmulTcWeight(gpu, a, b, out, { ...prod, transW: spec.transB, append: fused }, tiling);
       else matmulTcF32(gpu, a, b, out, { ...prod, transB: spec.transB }, tiling);
       return;
     }

@@ -386,25 +386,25 @@ export interface TcProduct {
    */
   kChunk?: number;
   /** A second segment of K (matmulTcWeight): C = alpha·[A | s·A2]·op([W | F]) (+ C). */
-  append?: TcAppend;
+  append?: WeightAppend;
 }
 
 /**
- * The second segment of K a weight's product may take: A2 [M, k] (f32) times `scale`
- * against F (f32; [N, k] when the weight is transposed, else [k, N]), a LoRA factor.
+ * A second segment of K for a frozen weight's product (a LoRA branch): A2 [M, K2] (f32)
+ * times `scale` against F (f32, laid out like the weight: [N, K2] when it is transposed,
+ * else [K2, N]).
  */
-export interface TcAppend {
+export interface WeightAppend {
   a: Tensor;
   scale: number;
   w: Tensor;
-  k: number;
 }
 
 /**
  * Whether matmulTcWeight can append a K segment of k2 to a product whose weight has K k1
  * and N n: the weight's K must end on a staging step and both segments be read in 8s.
  */
-export function tcCanAppend(gpu: GpuRuntime, n: number, k1: number, k2: number, transW: boolean, tiling: TcTiling = tcTiling(gpu)): boolean {
+export function tcCanAppend(gpu: GpuRuntime, n: number, k1: number, k2: number, transW: boolean, tiling: TcTiling = tcTiling(gpu, n)): boolean {
   return k1 % tiling.bk === 0 && k1 % 8 === 0 && k2 % 8 === 0 && (transW || n % 8 === 0);
 }
 
@@ -440,7 +440,7 @@ function tcDispatch(
     ['f32', prod.alpha],
     ['u32', prod.accumulate ? 1 : 0],
     ['u32', kChunk],
-    ['u32', prod.append?.k ?? 0],
+    ['u32', prod.append?.a.shape[1] ?? 0],
   ]);
   gpu.dispatch(pipe, [u, a16, ea, b.t, ...(second ? [second] : []), c], grid1d(tiles * ceilDiv(kp, kChunk)));
 }
@@ -472,10 +472,11 @@ export function matmulTcWeight(
 ): void {
   const pad = tcPadding(gpu, tiling);
   const app = prod.append;
-  if (app && (prod.transA || !tcCanAppend(gpu, prod.n, prod.k, app.k, prod.transW, tiling))) {
-    throw new Error(`matmulTcWeight: cannot append K ${app.k} to a product of K ${prod.k}, N ${prod.n}${prod.transA ? ' with A transposed' : ''}`);
+  const k2 = app?.a.shape[1] ?? 0;
+  if (app && (prod.transA || !tcCanAppend(gpu, prod.n, prod.k, k2, prod.transW, tiling))) {
+    throw new Error(`matmulTcWeight: cannot append K ${k2} to a product of K ${prod.k}, N ${prod.n}${prod.transA ? ' with A transposed' : ''}`);
   }
-  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k + (app?.k ?? 0), pad.rowsA, pad.k, app && { x: app.a, scale: app.scale });
+  const [a16, ea] = f16Copy(gpu, a, prod.transA ? 'cols' : 'rows', prod.m, prod.k + k2, pad.rowsA, pad.k, app && { x: app.a, scale: app.scale });
   const vec = prod.transW ? prod.k % 8 === 0 : prod.n % 8 === 0;
   const kind: BKind = prod.transW ? (vec ? 'nk' : 'nk-s') : vec ? 'kn' : 'kn-s';
   if (w.dtype !== 'bf16' && w.dtype !== 'f16') throw new Error(`matmulTcWeight: weight ${w.label} is ${w.dtype}, expected bf16 or f16`);
