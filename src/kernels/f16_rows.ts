@@ -18,9 +18,10 @@ import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG } from './common.js';
 export type F16Layout = 'rows' | 'cols';
 
 const WG = 256;
-/** Columns of X per workgroup in the 'cols' kernel, and k-rows per staged tile. */
-const CB = 32;
-const KT = 64;
+/** The 'cols' copy's tiles: TC columns of X (rows of the copy) by TK rows, and KB rows of X per block of the column maxima. */
+const TC = 64;
+const TK = 64;
+const KB = 256;
 /** Bounds on the exponent: 2^±60 stays exact in f32 whatever the data. */
 const E_MAX = 60;
 
@@ -37,13 +38,6 @@ const WGSL_PARAMS = /* wgsl */ `
 struct P { r: u32, k: u32, rp: u32, kp: u32, k1: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
-// The 'cols' copy's bindings: X [k, r] in, the f16 pairs and the exponents out.
-const WGSL_IO = /* wgsl */ `
-${WGSL_PARAMS}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@group(0) @binding(3) var<storage, read_write> e: array<i32>;
-var<workgroup> red: array<f32, ${WG}>;`;
 
 /** Quads (4 columns) per invocation kept in registers from the max to the copy: Kp <= 16384 at WG 256. */
 const MAX_HELD = 16;
@@ -155,55 +149,73 @@ ${store('    ')}
 }`;
 }
 
-const COLS_WGSL = /* wgsl */ `
-${WGSL_IO}
-var<workgroup> ex: array<i32, ${CB}>;
-// k-major tile of X, padded by one column against bank conflicts.
-var<workgroup> tile: array<f32, ${KT * (CB + 1)}>;
-${WGSL_EXPONENT}
-fn at(k: u32, col: u32) -> f32 {
-  if (col >= p.r || k >= p.k) { return 0.0; }
-  return x[k * p.r + col];
-}
-
-// ${CB} columns of X (rows of op(X)) per workgroup: reads run along X's rows, and a tile
-// staged in workgroup memory turns them into writes along the copy's rows.
+// The 'cols' copy reads X [k, r] along its rows and writes the copy along its rows (X's
+// columns), in two passes that each spread over the whole matrix: the maxima of TC
+// columns over KB rows per workgroup into partials [ceil(k / KB), r], then TC×TK tiles
+// transposed through workgroup memory, each workgroup taking its columns' maxima from
+// the partials. (One workgroup per 32 columns, as before, left an H200 mostly idle.)
+const COLS_MAX_WGSL = /* wgsl */ `
+${WGSL_PARAMS}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+var<workgroup> red: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r0 = ${WGSL_LINEAR_WG} * ${CB}u;
-  if (r0 >= p.rp) { return; }
-  let c = li % ${CB}u;
-  let q = li / ${CB}u;
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let col = wid.x * ${TC}u + li % ${TC}u;
+  let k0 = wid.y * ${KB}u;
   var m = 0.0;
-  if (r0 + c < p.r) {
-    for (var k = q; k < p.k; k += ${WG / CB}u) { m = max(m, abs(x[k * p.r + r0 + c])); }
+  if (col < p.r) {
+    for (var kk = li / ${TC}u; kk < ${KB}u && k0 + kk < p.k; kk += ${WG / TC}u) { m = max(m, abs(x[(k0 + kk) * p.r + col])); }
   }
   red[li] = m;
   workgroupBarrier();
-  if (li < ${CB}u) {
-    var mx = 0.0;
-    for (var j = 0u; j < ${WG / CB}u; j++) { mx = max(mx, red[li + j * ${CB}u]); }
-    ex[li] = rowExponent(mx);
-    if (r0 + li < p.rp) { e[r0 + li] = ex[li]; }
+  if (li < ${TC}u && col < p.r) {
+    var mx = red[li];
+    for (var j = 1u; j < ${WG / TC}u; j++) { mx = max(mx, red[li + j * ${TC}u]); }
+    part[wid.y * p.r + col] = mx;
   }
-  let half = p.kp / 2u;
-  for (var k0 = 0u; k0 < p.kp; k0 += ${KT}u) {
-    workgroupBarrier();
-    for (var j = 0u; j < ${KT / (WG / CB)}u; j++) {
-      let kk = q + j * ${WG / CB}u;
-      tile[kk * ${CB + 1}u + c] = at(k0 + kk, r0 + c);
+}`;
+
+const COLS_COPY_WGSL = /* wgsl */ `
+${WGSL_PARAMS}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> e: array<i32>;
+var<workgroup> ex: array<i32, ${TC}>;
+// k-major tile of X, padded by one column against bank conflicts.
+var<workgroup> tile: array<f32, ${TK * (TC + 1)}>;
+${WGSL_EXPONENT}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c0 = wid.x * ${TC}u;
+  let k0 = wid.y * ${TK}u;
+  if (li < ${TC}u) {
+    var mx = 0.0;
+    if (c0 + li < p.r) {
+      for (var b = 0u; b < (p.k + ${KB - 1}u) / ${KB}u; b++) { mx = max(mx, part[b * p.r + c0 + li]); }
     }
-    workgroupBarrier();
-    for (var j = 0u; j < ${(CB * KT) / 2 / WG}u; j++) {
-      let idx = li + j * ${WG}u;
-      let rr = idx / ${KT / 2}u;
-      let pp = idx % ${KT / 2}u;
-      let w = k0 / 2u + pp;
-      if (r0 + rr < p.rp && w < half) {
-        let s = ex[rr];
-        let v = vec2f(ldexp(tile[2u * pp * ${CB + 1}u + rr], s), ldexp(tile[(2u * pp + 1u) * ${CB + 1}u + rr], s));
-        out[(r0 + rr) * half + w] = pack2x16float(v);
-      }
+    ex[li] = rowExponent(mx);
+    if (wid.y == 0u && c0 + li < p.rp) { e[c0 + li] = ex[li]; }
+  }
+  let c = li % ${TC}u;
+  for (var j = 0u; j < ${TK / (WG / TC)}u; j++) {
+    let kk = li / ${TC}u + j * ${WG / TC}u;
+    var v = 0.0;
+    if (c0 + c < p.r && k0 + kk < p.k) { v = x[(k0 + kk) * p.r + c0 + c]; }
+    tile[kk * ${TC + 1}u + c] = v;
+  }
+  workgroupBarrier();
+  let half = p.kp / 2u;
+  for (var j = 0u; j < ${(TC * TK) / 2 / WG}u; j++) {
+    let idx = li + j * ${WG}u;
+    let rr = idx / ${TK / 2}u;
+    let pp = idx % ${TK / 2}u;
+    let w = k0 / 2u + pp;
+    if (c0 + rr < p.rp && w < half) {
+      let s = ex[rr];
+      let v = vec2f(ldexp(tile[2u * pp * ${TC + 1}u + rr], s), ldexp(tile[(2u * pp + 1u) * ${TC + 1}u + rr], s));
+      out[(c0 + rr) * half + w] = pack2x16float(v);
     }
   }
 }`;
@@ -250,7 +262,10 @@ export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tens
   ]);
   const kinds = ['uniform', 'read', 'rw', 'rw'] as const;
   if (layout === 'cols') {
-    gpu.dispatch(gpu.pipeline('f16Rows', 'cols', kinds, () => COLS_WGSL), [u, x, out, exps], grid1d(ceilDiv(rp, CB)));
+    const part = gpu.tensor([ceilDiv(k, KB), r], 'f32', `${x.label} column maxima`);
+    gpu.dispatch(gpu.pipeline('f16Rows', 'cols_max', ['uniform', 'read', 'rw'], () => COLS_MAX_WGSL), [u, x, part], [ceilDiv(r, TC), ceilDiv(k, KB)]);
+    gpu.dispatch(gpu.pipeline('f16Rows', 'cols', ['uniform', 'read', 'read', 'rw', 'rw'], () => COLS_COPY_WGSL), [u, x, part, out, exps], [ceilDiv(rp, TC), ceilDiv(kp, TK)]);
+    gpu.free(part);
     return;
   }
   const vec = k % 4 === 0 && kp % 4 === 0;
