@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from l2wrap import L2Wrap
 
 torch.backends.cuda.matmul.allow_tf32 = False
-dev = "cuda"
+dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke test of this script at small shapes
 DT = torch.float64
 # f32 GPU arithmetic against float64: the logits pass through every layer once; LoRA
 # gradients come back through all of them and sum over B·T tokens, so they are looser.
@@ -33,7 +33,8 @@ BOUNDS_F32 = {"logits": 1e-5, "loss": 1e-6, "lora_grads_all": 1e-3, "lora_grads_
 # K = 8192 comes out 5.2e-5 low on average on the H200, against 4e-9 for f32 FMAs. While
 # the head's dx product (K = 65536) ran unsplit, this check's LoRA gradient error was 0.52
 # against the f16 model's 0.09, and the f16 model with that truncation modelled gave 0.40;
-# with K split, the GPU gives 0.05: bench/RESULTS.md, fourth pass.)
+# with K split, the GPU gives 0.05: bench/RESULTS.md, fourth pass.) A third model rounds
+# as the GPU now does on tensor cores, LoRA's branch included (LoraTcLinear).
 
 
 def load(d):
@@ -76,6 +77,36 @@ class RoundedMatmul(torch.autograd.Function):
         return rounded(dy, ctx.dt) @ w.T, None, None
 
 
+class LoraTcLinear(torch.autograd.Function):
+    """x·Wᵀ + s·(x·Aᵀ)·Bᵀ rounded as the GPU's tensor cores round it: h = x·Aᵀ from operands
+    rounded per row (x's rows, A's rows); [x | s·h] rounded under one scale per row against W
+    (bf16 already) and B rounded to dt as it is. Backward: dh = s·dy·B, dA = dhᵀ·x and
+    dB = s·dyᵀ·h exact (f32 on the GPU); dx = [dy | dh]·[W ; A] with [dy | dh] rounded per row
+    and A rounded to dt as it is."""
+
+    @staticmethod
+    def forward(ctx, x, wt, a, b, s, dt):
+        h = rounded(x, dt) @ rounded(a, dt).T
+        cat = rounded(torch.cat([x, s * h], -1), dt)
+        n_in = x.shape[-1]
+        ctx.save_for_backward(x, wt, a, b, h)
+        ctx.s, ctx.dt = s, dt
+        return cat[..., :n_in] @ wt + cat[..., n_in:] @ b.to(dt).to(DT).T
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, wt, a, b, h = ctx.saved_tensors
+        s, dt = ctx.s, ctx.dt
+        flat = lambda z: z.reshape(-1, z.shape[-1])
+        dh = s * dy @ b
+        da = flat(dh).T @ flat(x)
+        db = s * flat(dy).T @ flat(h)
+        cat = rounded(torch.cat([dy, dh], -1), dt)
+        n_out = dy.shape[-1]
+        dx = cat[..., :n_out] @ wt.T + cat[..., n_out:] @ a.to(dt).to(DT)
+        return dx, None, da, db, None, None
+
+
 def main(d):
     man, get = load(d)
     L, C, H, N, V = man["nLayer"], man["nEmbd"], man["nHead"], man["headSize"], man["vocab"]
@@ -85,8 +116,8 @@ def main(d):
     ids = get("ids").to(dev).long().view(B, T)
     labels = get("labels").to(dev).long().view(B * T)
 
-    def model(operands=None):
-        """Logits, loss and LoRA gradients; with operands (a dtype), the frozen-weight products round their activations to it."""
+    def model(operands=None, lora_rounded=False):
+        """Logits, loss and LoRA gradients; with operands (a dtype), the frozen-weight products round their activations to it, and with lora_rounded LoRA's branch rounds as LoraTcLinear."""
         lora = {k: get(k).to(dev, DT).requires_grad_(True) for k in man["inputs"] if ".lora_" in k}
 
         def mm(x, w):
@@ -96,6 +127,8 @@ def main(d):
             return W[k].reshape(C)
 
         def lin(x, name):
+            if lora_rounded and f"{name}.lora_A" in lora:
+                return LoraTcLinear.apply(x, W[f"{name}.weight"].T, lora[f"{name}.lora_A"], lora[f"{name}.lora_B"], s, operands)
             y = mm(x, W[f"{name}.weight"].T)
             if f"{name}.lora_A" in lora:
                 y = y + s * (x @ lora[f"{name}.lora_A"].T) @ lora[f"{name}.lora_B"].T
@@ -154,7 +187,8 @@ def main(d):
 
     t0 = time.time()
     logits, loss, grad = model()
-    torch.cuda.synchronize()
+    if dev == "cuda":
+        torch.cuda.synchronize()
     ref_s = time.time() - t0
 
     def rel(a, b):
@@ -177,12 +211,13 @@ def main(d):
 
     res, per = errors(get("logits", "gpu"), float(get("loss", "gpu")[0]), {k: get(k, "gpu") for k in grad})
     res.update(loss_gpu=float(get("loss", "gpu")[0]), loss_ref=loss, ref_seconds=ref_s)
-    models = {"f16": torch.float16, "bf16": torch.bfloat16} if tc else {}
-    for name, dt in models.items():
-        res[f"{name}_model"], _ = errors(*model(dt))
+    # name: (operand dtype, LoRA's branch rounded too), printed as name + " model"
+    models = {"f16": (torch.float16, False), "f16+LoRA": (torch.float16, True), "bf16": (torch.bfloat16, False)} if tc else {}
+    for name, (dt, lora_rounded) in models.items():
+        res[f"{name}_model"], _ = errors(*model(dt, lora_rounded))
     json.dump({"summary": res, "per_tensor": per}, open(f"{d}/compare.json", "w"), indent=1)
     keys = ("logits", "loss", "lora_grads_all", "lora_grads_median", "lora_grads_worst")
-    print("relative errors against float64; the operand models round their frozen-weight products' activations to f16 or bf16")
+    print("relative errors against float64; the operand models round their frozen-weight products' activations to f16 or bf16 (f16+LoRA: and LoRA's branch as the GPU's tensor cores do)")
     print(f"{'':>20}  {'GPU':>10}" + "".join(f"  {name + ' model':>14}" for name in models))
     for k in keys:
         print(f"{k:>20}: {res[k]:10.3e}" + "".join(f"  {res[name + '_model'][k]:14.3e}" for name in models))
