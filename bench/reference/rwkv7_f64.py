@@ -8,6 +8,7 @@ DIR holds what bench/reference/compare_rwkv7.ts wrote: manifest.json, inputs.bin
 loss and LoRA gradients). Prints relative errors ||gpu - ref|| / ||ref|| and
 writes DIR/compare.json.
 """
+import functools
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from l2wrap import L2Wrap
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -150,10 +152,8 @@ def main(d):
                 ys.append(torch.einsum("bhij,bhj->bhi", S, hv(rr, t)))
             return torch.stack(ys, 1).reshape(B, T, C)
 
-        x = W["emb.weight"][ids]
-        x = ln(x, "blocks.0.ln0")
-        v_first = None
-        for l in range(L):
+        def block(l, x, v_first):
+            """Layer l: (x, v_first) in, out."""
             p = f"blocks.{l}.att."
             xx = ln(x, f"blocks.{l}.ln1")
             dx = shift(xx) - xx
@@ -180,6 +180,16 @@ def main(d):
             xx = ln(x, f + "ln2")
             kx = xx + (shift(xx) - xx) * vec(f + "ffn.x_k")
             x = x + lin(torch.relu(lin(kx, f + "ffn.key")) ** 2, f + "ffn.value")
+            return x, v_first
+
+        x = W["emb.weight"][ids]
+        x = ln(x, "blocks.0.ln0")
+        v_first = None
+        for l in range(L):
+            if dev == "cpu":  # one layer's WKV steps kept at a time: the CPU has far less memory than the GPU machine
+                x, v_first = checkpoint(functools.partial(block, l), x, v_first, use_reentrant=False)
+            else:
+                x, v_first = block(l, x, v_first)
         logits = mm(ln(x, "ln_out"), W["head.weight"].T).view(B * T, V)
         loss = F.cross_entropy(logits, labels, ignore_index=-100)
         L2Wrap.apply(loss, logits).backward()
