@@ -162,11 +162,10 @@ describe('matmulWeight with a segment appended', () => {
         const rng = freshRng();
         const [m, k1, k2, n] = dims;
         const { a, w, a2, f } = appendInputs(rng, dims, 'f16');
-        const up = (v: ArrayLike<number> | Uint16Array, shape: number[], dtype: 'f32' | 'f16', label: string) => gpu.upload(v instanceof Uint16Array ? v : f32(v), shape, dtype, label);
-        const ta = up(a, [m, k1], 'f32', 'a');
-        const tw = up(w.bits, transW ? [n, k1] : [k1, n], 'f16', 'w');
-        const ta2 = up(a2, [m, k2], 'f32', 'a2');
-        const tf = up(f, transW ? [n, k2] : [k2, n], 'f32', 'f');
+        const ta = gpu.upload(a, [m, k1], 'f32', 'a');
+        const tw = gpu.upload(w.bits, transW ? [n, k1] : [k1, n], 'f16', 'w');
+        const ta2 = gpu.upload(a2, [m, k2], 'f32', 'a2');
+        const tf = gpu.upload(f, transW ? [n, k2] : [k2, n], 'f32', 'f');
         const c0 = f32(rng.normals(m * n));
         const out = gpu.upload(c0, [m, n], 'f32', 'c');
         matmulWeight(gpu, ta, tw, out, { transW, accumulate: true, alpha: -1.5, append: { a: ta2, scale: 0.5, w: tf } });
