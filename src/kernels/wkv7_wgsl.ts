@@ -161,13 +161,21 @@ ${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N
 /**
  * Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N);
  * `value` maps each element's expression (`o` is its offset), e.g. to add to what is there.
+ * With `vec4` (N a multiple of 4, `buf` an array<vec4f>: stateArray) each vec4 goes out as one
+ * store: scalar stores of 2-8 lanes' rows fill 32-byte sectors in pieces, which cost the
+ * forward a quarter of its time in its 16-step checkpoints.
  */
-export function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x): string {
-  const body = rep(nq, (c) =>
-    rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${c}.${COMP[e]}`)}; } }`),
-  );
+export function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x, vec4 = false): string {
+  const body = vec4
+    ? rep(nq, (c) => `    { let j = ${4 * c * lanes}u + 4u * lane; if (j < N) { let o = (${base} + i * N + j) / 4u; ${buf}[o] = ${value(`${src}${c}`)}; } }`)
+    : rep(nq, (c) =>
+        rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${c}.${COMP[e]}`)}; } }`),
+      );
   return `if (i < N) {\n${body}\n  }`;
 }
+
+/** Element type of the N×N matrices the row scans write: whole vec4s when rows are made of them (rowStore). */
+export const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array<f32>');
 
 /**
  * Sums over a row's LANES invocations of `vals` (one per row or column this invocation
@@ -202,14 +210,15 @@ export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): strin
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const RB = s.rows;
   const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'v');
+  const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   const rowsDo = (f: (rr: number) => string): string => rep(RB, (rr) => `{ let i = i0 + ${rr}u; ${f(rr)} }`);
   return /* wgsl */ `${header(s.N, s.lanes)}
 ${FORWARD_BINDINGS}
-@group(0) @binding(8) var<storage, read_write> states: array<f32>;
+@group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
 @group(0) @binding(9) var<storage, read_write> sa: array<f32>;
 ${hasS0 ? '@group(0) @binding(10) var<storage, read> s0: array<f32>;' : ''}
-${hasST ? `@group(0) @binding(${hasS0 ? 11 : 10}) var<storage, read_write> sT: array<f32>;` : ''}
+${hasST ? `@group(0) @binding(${hasS0 ? 11 : 10}) var<storage, read_write> sT: ${stateArray(s.N)};` : ''}
 ${st.decl}
 ${st.fns}
 
@@ -225,7 +234,7 @@ ${rep(RB, (rr) => rep(nq, (c) => `  var S${rr}_${c} = vec4f(0.0);`))}
   let head = (bb * p.H + h) * N * N;
 ${hasS0 ? rowsDo((rr) => rep(nq, (c) => rep(4, (e) => `{ let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${rr}_${c}.${COMP[e]} = s0[head + i * N + j]; } }`))) : ''}
   let slot0 = slotBase(bb, h, 0u, p.slots);
-  ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot0', `S${rr}_`))}
+  ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot0', `S${rr}_`, undefined, vec))}
   loadBlock(bb, h, grp, idx, 0u);
   for (var t0 = 0u; t0 < p.T; t0 += ${BLOCK}u) {
     storeBlock(idx);
@@ -244,12 +253,12 @@ ${rep(RB, (rr) => `      let yi${rr} = laneSum(sum4(ya${rr}));`)}
 ${rep(RB, (rr) => `      if (lane == ${rr % s.lanes}u && i0 + ${rr}u < N) { y[e + ${rr}u] = yi${rr}; sa[e + ${rr}u] = sai${rr}; }`)}
       if ((t + 1u) % CHUNK == 0u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / CHUNK + 1u, p.slots);
-        ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot', `S${rr}_`))}
+        ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot', `S${rr}_`, undefined, vec))}
       }
     }
     workgroupBarrier();
   }
-${hasST ? `  ${rowsDo((rr) => rowStore(nq, s.lanes, 'sT', 'head', `S${rr}_`))}` : ''}
+${hasST ? `  ${rowsDo((rr) => rowStore(nq, s.lanes, 'sT', 'head', `S${rr}_`, undefined, vec))}` : ''}
 }`;
 }
 
@@ -265,6 +274,7 @@ export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boo
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const RB = s.rows;
   const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'dy');
+  const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   const rowsDo = (f: (rr: number) => string): string => rep(RB, (rr) => `{ let i = i0 + ${rr}u; ${f(rr)} }`);
   return /* wgsl */ `${header(s.N, s.lanes)}
@@ -276,8 +286,8 @@ export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boo
 @group(0) @binding(6) var<storage, read> dy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dsa: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dSck: array<f32>;
-${hasDs0 ? '@group(0) @binding(10) var<storage, read_write> ds0: array<f32>;' : ''}
+@group(0) @binding(9) var<storage, read_write> dSck: ${stateArray(s.N)};
+${hasDs0 ? `@group(0) @binding(10) var<storage, read_write> ds0: ${stateArray(s.N)};` : ''}
 ${st.decl}
 ${st.fns}
 
@@ -301,7 +311,7 @@ ${rep(RB, (rr) => rep(nq, (c) => `  var dS${rr}_${c} = vec4f(0.0);`))}
       let t = t0 + st - 1u;
       if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / CHUNK, p.chunks);
-        ${rowsDo((rr) => rowStore(nq, s.lanes, 'dSck', 'slot', `dS${rr}_`))}
+        ${rowsDo((rr) => rowStore(nq, s.lanes, 'dSck', 'slot', `dS${rr}_`, undefined, vec))}
       }
       let o = (st - 1u) * NQ4 + lane;
 ${rep(RB, (rr) => `      let dyi${rr} = s_dy[(st - 1u) * ${R}u + rb + ${rr}u];\n      var accb${rr} = vec4f(0.0);\n      var acck${rr} = vec4f(0.0);`)}
@@ -313,7 +323,7 @@ ${rep(RB, (rr) => `      if (lane == ${rr % s.lanes}u && i0 + ${rr}u < N) { dv[e
     }
     workgroupBarrier();
   }
-${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowsDo((rr) => rowStore(nq, s.lanes, 'ds0', 'head', `dS${rr}_`, accumulate ? (x) => `ds0[o] + ${x}` : undefined))}` : ''}
+${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowsDo((rr) => rowStore(nq, s.lanes, 'ds0', 'head', `dS${rr}_`, accumulate ? (x) => `ds0[o] + ${x}` : undefined, vec))}` : ''}
 }`;
 }
 
