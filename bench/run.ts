@@ -12,14 +12,13 @@ import { parseArgs } from 'node:util';
 import { acquireGpu, DAWN_SAVINGS, DEFAULT_SAVINGS, type DawnSaving } from '../src/gpu/device.js';
 import type { MatmulMode } from '../src/kernels/matmul.js';
 import { NARROW_N, NARROW_TC_TILING, parseTcTiling, setTcTiling, TC_TILING, tcSupport, tcTilingName } from '../src/kernels/matmul_tc.js';
-import { parseWkvPlan } from '../src/kernels/wkv7.js';
 import { gpuCard } from './gpu_memory.js';
 import { layoutDims, shapeKey, stepMatmuls, type MatmulShape } from './layouts.js';
 import { benchMatmuls, benchTilings, type MatmulResult, type TilingResult } from './matmul_bench.js';
 import { tiledRandomWeights } from './random.js';
 import { floorOf, kernelTable, matmulTable, memoryTable, tilingTable, trainTable, wkvTable, type TorchResults } from './report.js';
 import { benchTrain, type TrainResult } from './train_bench.js';
-import { benchWkv, type WkvResult } from './wkv_bench.js';
+import { benchWkv, parseWkvPlan, type WkvResult } from './wkv_bench.js';
 
 const USAGE = `usage: npm run bench -- [options]
   --parts LIST       matmul,wkv,train,torch (default all)
@@ -28,10 +27,8 @@ const USAGE = `usage: npm run bench -- [options]
   --bsz LIST         training micro_bsz (default 1,8)
   --ctx N            training ctx_len (default 1024)
   --wkv-bsz LIST     WKV7 batch sizes B (default 8; T = 1024)
-  --wkv-plans LIST   WKV7 plans lanes x groups [x rows] / colLanes [x cols], e.g. 4x1/4 or
-                     2x1x4/2x2 (rows, cols: state rows per invocation in the scans, columns in
-                     the column pass; 1 when left out), with a suffix c for the chunked
-                     forward, cc for it and the chunked dS scan, sc for that scan alone
+  --wkv-plans LIST   WKV7 plans lanes x groups / colLanes, e.g. 4x1/4, with a suffix c for the
+                     chunked forward, cc for it and the chunked dS scan, sc for that scan alone
                      (4x1/4c, 4x1/4cc, 4x1/4sc, autoc, autocc, autosc) (default auto)
   --cp LIST          grad_cp off,on (default off,on)
   --steps N          timed training steps per configuration (default 5)

@@ -80,12 +80,8 @@ export interface Wkv7Plan {
   lanes: number;
   /** Workgroups per head in those scans, each owning a slice of the rows: 1, 2 or 4. */
   groups: number;
-  /** Consecutive state rows per invocation in those scans: 1, 2 or 4 (dividing the rows of a group). */
-  rows: number;
   /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
   colLanes: number;
-  /** Consecutive state columns per invocation in that pass: 1, 2 or 4. */
-  cols: number;
   /**
    * The forward: 'scan' steps through time (forwardWgsl); 'chunked' solves each 16-step chunk
    * with small matrix products, all chunks at once, and carries only the state from chunk to
@@ -110,21 +106,21 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * The plan for these sizes: `want`'s fields where given (tests force each path with them),
  * otherwise what was fastest on an H200 (npm run bench -- --parts wkv --wkv-plans ...).
  * With few heads the scans are bound by each step's latency and want more invocations per
- * row and the rows spread over more workgroups (B=1, H=32: 8 lanes, 4 groups, 0.75 ms per
- * layer); with many, fewer (B=8, H=32: 2 lanes, 1 group, 2.8 ms; 4 lanes cost 14% more).
- * Either way about 16-32K invocations run. Lanes are capped by the subgroup width: 1 without.
+ * row and the rows spread over more workgroups (B·H ≤ 40: 8 lanes, 4 groups; B=1, H=32:
+ * 0.70 ms per layer); with more, 2 lanes and 1 group (B=8, H=32: 2.10 ms; B=8, H=12: 1.15
+ * against 1.47 for 8 lanes and 2 groups). The column pass wants 2 lanes per column there
+ * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads. Lanes are
+ * capped by the subgroup width: 1 without.
  */
 export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
   const sg = subgroupWidth(gpu);
   const maxLanes = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
   const heads = d.B * d.H;
+  const few = heads < 48;
   const plan: Wkv7Plan = {
-    lanes: want.lanes ?? Math.min(maxLanes, Math.max(2, 2 ** Math.ceil(Math.log2(512 / heads)))),
-    groups: want.groups ?? (heads < 64 ? 4 : heads < 128 ? 2 : 1),
-    // The column pass runs every chunk at once: lanes matter little (1.26 ms with 1, 1.33 with 4 at B=8; 0.19 and 0.18 at B=1).
-    rows: want.rows ?? 1,
-    colLanes: want.colLanes ?? (heads >= 128 ? 1 : Math.min(4, maxLanes)),
-    cols: want.cols ?? 1,
+    lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
+    groups: want.groups ?? (few ? 4 : 1),
+    colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
     forward: want.forward ?? 'scan',
     stateScan: want.stateScan ?? 'scan',
   };
@@ -135,19 +131,15 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     if (![1, 2, 4, 8].includes(n)) throw new Error(`wkv7 plan: ${key} = ${n}, expected 1, 2, 4 or 8`);
     if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
   }
-  for (const key of ['groups', 'rows', 'cols'] as const) {
-    if (![1, 2, 4].includes(plan[key])) throw new Error(`wkv7 plan: ${key} = ${plan[key]}, expected 1, 2 or 4`);
-  }
-  const groupRows = paddedN(d.N, plan.lanes) / plan.groups;
-  if (groupRows % plan.rows !== 0) throw new Error(`wkv7 plan: rows = ${plan.rows} does not divide a group's ${groupRows} rows (N = ${d.N} padded for ${plan.lanes} lanes, ${plan.groups} groups)`);
+  if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
   for (const key of ['forward', 'stateScan'] as const) {
     const v = plan[key];
     if (v !== 'scan' && v !== 'chunked') throw new Error(`wkv7 plan: ${key} = ${String(v)}, expected 'scan' or 'chunked'`);
   }
-  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
+  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
-    ['column pass', colsWorkgroupSize(d.N, plan.colLanes, plan.cols), colsWorkgroupBytes(d.N, plan.colLanes)],
+    ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
   ];
   // The chunked dS scan runs the chunked forward's kernels: the same sizes.
   for (const [key, what] of [['forward', 'forward'], ['stateScan', 'dS scan']] as const) {
@@ -160,34 +152,6 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     if (bytes > maxBytes) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${bytes} bytes of workgroup memory, this adapter allows ${maxBytes}`);
   }
   return plan;
-}
-
-/**
- * A plan written lanes×groups[×rows]/colLanes[×cols], e.g. 4x1/4 or 4x1x4/2x2 (rows and cols
- * 1 when left out); 'auto' for wkv7Plan's choice. A suffix
- * picks the chunked kernels: c the chunked forward (4x1/4c), cc the chunked forward and the
- * backward's chunked dS scan (4x1/4cc), sc the row-scan forward with the chunked dS scan
- * (4x1/4sc); after auto the automatic plan with them (autoc, autocc, autosc). Without a
- * suffix both run the row scans.
- */
-export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
-  const m = /^(?:auto|(\d+)x(\d+)(?:x(\d+))?\/(\d+)(?:x(\d+))?)(|c|cc|sc)$/.exec(s);
-  if (!m) {
-    throw new Error(
-      `WKV plan ${s}: expected auto or lanes x groups [x rows] / colLanes [x cols], e.g. 4x1/4 or 4x1x4/2x2, with an optional suffix: c for the chunked forward, cc for it and the chunked dS scan, sc for the chunked dS scan alone (4x1/4c, autocc, 4x1/4sc)`,
-    );
-  }
-  const suffix: Partial<Wkv7Plan> = {};
-  if (m[6]) Object.assign(suffix, { forward: m[6].startsWith('c') ? 'chunked' : 'scan', stateScan: m[6].length === 2 ? 'chunked' : 'scan' });
-  if (m[1] === undefined) return suffix;
-  const n = (x: string | undefined): number => (x === undefined ? 1 : Number(x));
-  return { lanes: Number(m[1]), groups: Number(m[2]), rows: n(m[3]), colLanes: Number(m[4]), cols: n(m[5]), forward: 'scan', stateScan: 'scan', ...suffix };
-}
-
-/** The plan in parseWkvPlan's syntax. */
-export function formatWkvPlan(plan: Wkv7Plan): string {
-  const suffix = plan.stateScan === 'chunked' ? (plan.forward === 'chunked' ? 'cc' : 'sc') : plan.forward === 'chunked' ? 'c' : '';
-  return `${plan.lanes}x${plan.groups}${plan.rows > 1 ? `x${plan.rows}` : ''}/${plan.colLanes}${plan.cols > 1 ? `x${plan.cols}` : ''}${suffix}`;
 }
 
 export interface Wkv7ForwardArgs extends Wkv7Dims {
@@ -298,8 +262,8 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
   if (hasS0) kinds.push('read');
   if (hasST) kinds.push('rw');
-  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
-  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}_r${plan.rows}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
+  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
   const p = gpu.pipeline('wkv7_forward', key, kinds, () => forwardWgsl(scan, hasS0, hasST));
   gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B, plan.groups]);
 }
@@ -314,7 +278,7 @@ type ChunkRoles = Pick<Wkv7ForwardArgs, 'r' | 'w' | 'k' | 'v' | 'a' | 'b' | 'y' 
  * recorded), then a pass per head carries the state through the chunks and completes them.
  */
 function chunkedPasses(gpu: GpuRuntime, d: Wkv7Dims, plan: Wkv7Plan, dir: ChunkDirection, x: ChunkRoles, accumulate = false): void {
-  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups, rows: 1 };
+  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const NP = paddedN(d.N, plan.lanes);
   const chunks = ceilDiv(d.T, WKV7_CHUNK);
   const cd = gpu.tensor([d.B, d.H, chunks, CHUNK_BLOCK_ROWS, NP], 'f32', 'wkv7.chunks');
@@ -357,7 +321,7 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   if (x.ds0) checkTensor(op, x.ds0, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
   const plan = wkv7Plan(gpu, x, x.plan);
-  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
   const chunks = ceilDiv(x.T, WKV7_CHUNK);
   const dsa = gpu.tensor(tokenShape(x), 'f32', 'wkv7.dsa');
   const dSck = gpu.tensor([x.B, x.H, chunks, x.N, x.N], 'f32', 'wkv7.dSck');
@@ -369,13 +333,13 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
     chunkedPasses(gpu, x, plan, 'backward', roles, accumulate);
   } else {
     const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
-    const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_r${plan.rows}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
+    const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
     const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate));
     gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
   }
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
-  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}_c${plan.cols}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.cols));
+  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes));
   const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
   gpu.dispatch(p2, args2, [x.H, x.B, chunks]);
   // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.

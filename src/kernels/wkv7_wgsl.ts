@@ -26,12 +26,6 @@ export interface ScanShape {
   lanes: number;
   /** Workgroups per head, each owning NP/groups rows: 1, 2 or 4. */
   groups: number;
-  /**
-   * Consecutive rows per invocation (1, 2 or 4; divides NP/groups): each per-step vector read
-   * from workgroup memory then serves that many rows, which divides the scans' workgroup
-   * memory traffic, their limit when many heads fill the card. The chunked passes ignore it.
-   */
-  rows: number;
 }
 
 /** Padded size: the vec4s of a row split evenly over the lanes. */
@@ -42,8 +36,8 @@ export const COMP = ['x', 'y', 'z', 'w'];
  * compiler is left to decide whether a dynamically indexed array stays in registers. */
 export const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
-export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups / s.rows) * s.lanes;
-export const colsWorkgroupSize = (N: number, lanes: number, cols: number): number => (paddedN(N, lanes) / cols) * lanes;
+export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
+export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
 
 /** Workgroup memory of the row scans and of the column pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (5 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
@@ -178,41 +172,16 @@ export function rowStore(nq: number, lanes: number, buf: string, base: string, s
 export const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array<f32>');
 
 /**
- * Sums over a row's LANES invocations of `vals` (one per row or column this invocation
- * owns, as many as LANES), leaving in `out` the sum of vals[lane]: log2(LANES) rounds in
- * which each invocation keeps half of what is left and swaps the other half with its
- * partner, LANES − 1 shuffles in all where separate lane sums would take LANES·log2(LANES).
- * For results that one invocation writes and no other needs.
- */
-export function transposedLaneSum(vals: readonly string[], out: string): string {
-  let cur = [...vals];
-  const lines: string[] = [];
-  for (let m = cur.length / 2, round = 0; m >= 1; m /= 2, round++) {
-    const next: string[] = [];
-    for (let j = 0; j < m; j++) {
-      const v = `${out}_${round}_${j}`;
-      lines.push(`let ${v} = select(${cur[j]}, ${cur[j + m]}, (lane & ${m}u) != 0u) + subgroupShuffleXor(select(${cur[j + m]}, ${cur[j]}, (lane & ${m}u) != 0u), ${m}u);`);
-      next.push(v);
-    }
-    cur = next;
-  }
-  lines.push(`let ${out} = ${cur[0]};`);
-  return lines.join('\n');
-}
-
-/**
- * Forward: invocation (row block, lane) keeps its vec4s of `rows` consecutive rows i0… of S.
- * Per step: sa = S·a (lane sums), S = S·diag(decay) + sa·bᵀ + v·kᵀ, y = S·r (lane sums).
+ * Forward: invocation (row i, lane) keeps its vec4s of row i of S. Per step:
+ * sa = S·a (lane sum), S = S·diag(decay) + sa·bᵀ + v·kᵀ, y = S·r (lane sum).
  * Grid (H, B, groups).
  */
 export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const RB = s.rows;
   const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'v');
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
-  const rowsDo = (f: (rr: number) => string): string => rep(RB, (rr) => `{ let i = i0 + ${rr}u; ${f(rr)} }`);
   return /* wgsl */ `${header(s.N, s.lanes)}
 ${FORWARD_BINDINGS}
 @group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
@@ -228,13 +197,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let bb = wid.y;
   let grp = wid.z;
   let lane = idx % LANES;
-  let rb = (idx / LANES) * ${RB}u;
-  let i0 = grp * ${R}u + rb;
-${rep(RB, (rr) => rep(nq, (c) => `  var S${rr}_${c} = vec4f(0.0);`))}
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var S${c} = vec4f(0.0);`)}
   let head = (bb * p.H + h) * N * N;
-${hasS0 ? rowsDo((rr) => rep(nq, (c) => rep(4, (e) => `{ let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${rr}_${c}.${COMP[e]} = s0[head + i * N + j]; } }`))) : ''}
+${hasS0 ? rep(nq, (c) => rep(4, (e) => `  { let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${c}.${COMP[e]} = s0[head + i * N + j]; } }`)) : ''}
   let slot0 = slotBase(bb, h, 0u, p.slots);
-  ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot0', `S${rr}_`, undefined, vec))}
+  ${rowStore(nq, s.lanes, 'states', 'slot0', 'S', undefined, vec)}
   loadBlock(bb, h, grp, idx, 0u);
   for (var t0 = 0u; t0 < p.T; t0 += ${BLOCK}u) {
     storeBlock(idx);
@@ -244,39 +212,42 @@ ${hasS0 ? rowsDo((rr) => rep(nq, (c) => rep(4, (e) => `{ let j = ${4 * c * s.lan
     for (var st = 0u; st < steps; st++) {
       let t = t0 + st;
       let o = st * NQ4 + lane;
-${rep(RB, (rr) => `      var acc${rr} = vec4f(0.0);`)}
-${rep(nq, (c) => `      { let av = s_a[${q(c)}];\n${rep(RB, (rr) => `        acc${rr} = fma(S${rr}_${c}, av, acc${rr});`)}\n      }`)}
-${rep(RB, (rr) => `      let sai${rr} = laneSum(sum4(acc${rr}));\n      let vi${rr} = s_v[st * ${R}u + rb + ${rr}u];\n      var ya${rr} = vec4f(0.0);`)}
-${rep(nq, (c) => `      { let wv = s_w[${q(c)}]; let bv = s_b[${q(c)}]; let kv = s_k[${q(c)}]; let rv = s_r[${q(c)}];\n${rep(RB, (rr) => `        S${rr}_${c} = fma(S${rr}_${c}, wv, fma(vec4f(sai${rr}), bv, vi${rr} * kv));\n        ya${rr} = fma(S${rr}_${c}, rv, ya${rr});`)}\n      }`)}
-${rep(RB, (rr) => `      let yi${rr} = laneSum(sum4(ya${rr}));`)}
-      let e = tokenBase(bb, t, h) + i0;
-${rep(RB, (rr) => `      if (lane == ${rr % s.lanes}u && i0 + ${rr}u < N) { y[e + ${rr}u] = yi${rr}; sa[e + ${rr}u] = sai${rr}; }`)}
+      var acc = vec4f(0.0);
+${rep(nq, (c) => `      acc = fma(S${c}, s_a[${q(c)}], acc);`)}
+      let sai = laneSum(sum4(acc));
+      let vi = s_v[st * ${R}u + idx / LANES];
+      var ya = vec4f(0.0);
+${rep(nq, (c) => `      S${c} = fma(S${c}, s_w[${q(c)}], fma(vec4f(sai), s_b[${q(c)}], vi * s_k[${q(c)}]));
+      ya = fma(S${c}, s_r[${q(c)}], ya);`)}
+      let yi = laneSum(sum4(ya));
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t, h) + i;
+        y[e] = yi;
+        sa[e] = sai;
+      }
       if ((t + 1u) % CHUNK == 0u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / CHUNK + 1u, p.slots);
-        ${rowsDo((rr) => rowStore(nq, s.lanes, 'states', 'slot', `S${rr}_`, undefined, vec))}
+        ${rowStore(nq, s.lanes, 'states', 'slot', 'S', undefined, vec)}
       }
     }
     workgroupBarrier();
   }
-${hasST ? `  ${rowsDo((rr) => rowStore(nq, s.lanes, 'sT', 'head', `S${rr}_`, undefined, vec))}` : ''}
+${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 }`;
 }
 
 /**
  * Backward, first pass: the recurrence of dS = ∂L/∂S alone, rows independent like the
- * forward's (and split the same way). Walking t down, with dS = ∂L/∂S_t from later steps:
- * checkpoint dS every 16 steps (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ;
- * dsa = dS·b and dv = dS·k (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the
- * column pass; grid (H, B, groups).
+ * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS every 16
+ * steps (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
+ * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
  */
 export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const RB = s.rows;
   const st = scanStaging(s, ['r', 'w', 'k', 'a', 'b'], 'dy');
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
-  const rowsDo = (f: (rr: number) => string): string => rep(RB, (rr) => `{ let i = i0 + ${rr}u; ${f(rr)} }`);
   return /* wgsl */ `${header(s.N, s.lanes)}
 @group(0) @binding(1) var<storage, read> r: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -297,9 +268,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let bb = wid.y;
   let grp = wid.z;
   let lane = idx % LANES;
-  let rb = (idx / LANES) * ${RB}u;
-  let i0 = grp * ${R}u + rb;
-${rep(RB, (rr) => rep(nq, (c) => `  var dS${rr}_${c} = vec4f(0.0);`))}
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
   let blocks = (p.T + ${BLOCK - 1}u) / ${BLOCK}u;
   loadBlock(bb, h, grp, idx, (blocks - 1u) * ${BLOCK}u);
   for (var n = blocks; n > 0u; n--) {
@@ -311,85 +281,60 @@ ${rep(RB, (rr) => rep(nq, (c) => `  var dS${rr}_${c} = vec4f(0.0);`))}
       let t = t0 + st - 1u;
       if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / CHUNK, p.chunks);
-        ${rowsDo((rr) => rowStore(nq, s.lanes, 'dSck', 'slot', `dS${rr}_`, undefined, vec))}
+        ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
       let o = (st - 1u) * NQ4 + lane;
-${rep(RB, (rr) => `      let dyi${rr} = s_dy[(st - 1u) * ${R}u + rb + ${rr}u];\n      var accb${rr} = vec4f(0.0);\n      var acck${rr} = vec4f(0.0);`)}
-${rep(nq, (c) => `      { let rv = s_r[${q(c)}]; let bv = s_b[${q(c)}]; let kv = s_k[${q(c)}];\n${rep(RB, (rr) => `        dS${rr}_${c} = fma(vec4f(dyi${rr}), rv, dS${rr}_${c});\n        accb${rr} = fma(dS${rr}_${c}, bv, accb${rr});\n        acck${rr} = fma(dS${rr}_${c}, kv, acck${rr});`)}\n      }`)}
-${rep(RB, (rr) => `      let dsai${rr} = laneSum(sum4(accb${rr}));\n      let dvi${rr} = laneSum(sum4(acck${rr}));`)}
-${rep(nq, (c) => `      { let wv = s_w[${q(c)}]; let av = s_a[${q(c)}];\n${rep(RB, (rr) => `        dS${rr}_${c} = fma(dS${rr}_${c}, wv, vec4f(dsai${rr}) * av);`)}\n      }`)}
-      let e = tokenBase(bb, t, h) + i0;
-${rep(RB, (rr) => `      if (lane == ${rr % s.lanes}u && i0 + ${rr}u < N) { dv[e + ${rr}u] = dvi${rr}; dsa[e + ${rr}u] = dsai${rr}; }`)}
+      let dyi = s_dy[(st - 1u) * ${R}u + idx / LANES];
+      var accb = vec4f(0.0);
+      var acck = vec4f(0.0);
+${rep(nq, (c) => `      dS${c} = fma(vec4f(dyi), s_r[${q(c)}], dS${c});
+      accb = fma(dS${c}, s_b[${q(c)}], accb);
+      acck = fma(dS${c}, s_k[${q(c)}], acck);`)}
+      let dsai = laneSum(sum4(accb));
+      let dvi = laneSum(sum4(acck));
+${rep(nq, (c) => `      dS${c} = fma(dS${c}, s_w[${q(c)}], vec4f(dsai) * s_a[${q(c)}]);`)}
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t, h) + i;
+        dv[e] = dvi;
+        dsa[e] = dsai;
+      }
     }
     workgroupBarrier();
   }
-${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowsDo((rr) => rowStore(nq, s.lanes, 'ds0', 'head', `dS${rr}_`, accumulate ? (x) => `ds0[o] + ${x}` : undefined, vec))}` : ''}
+${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0', 'head', 'dS', accumulate ? (x) => `ds0[o] + ${x}` : undefined, vec)}` : ''}
 }`;
 }
 
 /**
  * Backward, second pass: one workgroup per 16-step chunk, all chunks at once. Invocation
- * (column block, lane) keeps its vec4s of `cols` consecutive columns i0… of S and of dS,
- * starts from the saved state after the chunk's last step and dSck, and walks the chunk
- * down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at the chunk's first step, else by
- * inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v,
- * db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ with the
- * first pass's dsa. Each row vector read from workgroup memory serves all `cols` columns.
- * Grid (H, B, chunks).
+ * (column i, lane) keeps its vec4s of column i of S and of dS, starts from the saved state
+ * after the chunk's last step and dSck, and walks the chunk down: dr = S_tᵀ·dy; S_{t−1} from
+ * the checkpoint at the chunk's first step, else by inverting the step with the saved sa;
+ * dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column
+ * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Grid (H, B, chunks).
+ * Each step reads each row vector from workgroup memory once, and the chunk's first step,
+ * which loads S_{t−1} instead, is peeled off the loop (a branch inside it cost 10%).
  */
-export function columnBackwardWgsl(N: number, lanes: number, cols: number): string {
+export function columnBackwardWgsl(N: number, lanes: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
-  const WG = colsWorkgroupSize(N, lanes, cols);
-  const CB = cols;
-  const sums = ['r', 'd', 'k', 'b', 'a'];
-  // With as many columns as lanes, one transposed sum gives each lane one column's results.
-  const transposed = CB === lanes && lanes > 1;
-  const colsDo = (f: (cc: number) => string): string => rep(CB, (cc) => `{ let i = i0 + ${cc}u; ${f(cc)} }`);
+  const WG = colsWorkgroupSize(N, lanes);
+  // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
   const dot = (x: string, y: string, acc: string): string => `${acc} = fma(${x}.x, ${y}.x, fma(${x}.y, ${y}.y, fma(${x}.z, ${y}.z, fma(${x}.w, ${y}.w, ${acc}))));`;
-  // The step for tt, given S = S_tt (reconstruct: S_{tt−1} by inverting step tt) or S = S_{tt−1} with dr already summed.
-  const step = (reconstruct: boolean): string => `
-${rep(nq, (c) => {
-  const qq = `o + ${c * lanes}u`;
-  return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
-${rep(CB, (cc) => {
-  const S = `S${cc}_${c}`;
-  const dS = `dS${cc}_${c}`;
-  return `${reconstruct ? `        ${dot(S, 'dyv', `accr${cc}`)}\n        ${S} = fma(vec4f(-cur${cc}.k), vv, fma(vec4f(-cur${cc}.b), sav, ${S})) * inv${cc};\n` : ''}        ${dS} = fma(dyv, vec4f(cur${cc}.r), ${dS});
-        ${dot(dS, S, `accd${cc}`)}
-        ${dot(dS, 'vv', `acck${cc}`)}
-        ${dot(dS, 'sav', `accb${cc}`)}
-        ${dot(S, 'dsav', `acca${cc}`)}
-        ${dS} = fma(${dS}, vec4f(di${cc}), dsav * cur${cc}.a);`;
-})}
+  // Step tt with S = S_tt when reconstructing (S_{tt−1} by inverting step tt), else with S = S_{tt−1} and dr summed.
+  const step = (reconstruct: boolean): string =>
+    rep(nq, (c) => {
+      const qq = `o + ${c * lanes}u`;
+      return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
+${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec4f(-cur.k), vv, fma(vec4f(-cur.b), sav, S${c})) * inv;\n` : ''}        dS${c} = fma(dyv, vec4f(cur.r), dS${c});
+        ${dot(`dS${c}`, `S${c}`, 'accd')}
+        ${dot(`dS${c}`, 'vv', 'acck')}
+        ${dot(`dS${c}`, 'sav', 'accb')}
+        ${dot(`S${c}`, 'dsav', 'acca')}
+        dS${c} = fma(dS${c}, vec4f(di), dsav * cur.a);
       }`;
-})}`;
-  const results = transposed
-    ? `${sums.map((x) => transposedLaneSum(rep(CB, (cc) => `acc${x}${cc}`).split('\n'), `g${x}`)).join('\n')}
-      let il = i0 + lane;
-      let sigl = ${rep(CB, (cc) => `select(0.0, sig${cc}, lane == ${cc}u)`).split('\n').join(' + ')};
-      let dil = ${rep(CB, (cc) => `select(0.0, di${cc}, lane == ${cc}u)`).split('\n').join(' + ')};
-      if (il < N) {
-        let e = tokenBase(bb, tt, h) + il;
-        dr[e] = gr;
-        dw[e] = gd * dil * W_SCALE * sigl * (1.0 - sigl);
-        dk[e] = gk;
-        db[e] = gb;
-        da[e] = ga;
-      }`
-    : `${colsDo(
-        (cc) => `
-      let gr = laneSum(accr${cc}); let gd = laneSum(accd${cc}); let gk = laneSum(acck${cc}); let gb = laneSum(accb${cc}); let ga = laneSum(acca${cc});
-      if (lane == ${cc % lanes}u && i < N) {
-        let e = tokenBase(bb, tt, h) + i;
-        dr[e] = gr;
-        dw[e] = gd * di${cc} * W_SCALE * sig${cc} * (1.0 - sig${cc});
-        dk[e] = gk;
-        db[e] = gb;
-        da[e] = ga;
-      }`,
-      )}`;
+    });
   return /* wgsl */ `${header(N, lanes)}
 @group(0) @binding(1) var<storage, read> r: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -422,7 +367,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let bb = wid.y;
   let ch = wid.z;
   let lane = idx % LANES;
-  let i0 = (idx / LANES) * ${CB}u;
+  let i = idx / LANES;
   let t1 = ch * CHUNK;
   let tEnd = min(t1 + CHUNK, p.T) - 1u;
   for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
@@ -433,36 +378,51 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
 ${rowVecs.map((x) => `      s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
     }
   }
-${rep(CB, (cc) => rep(nq, (c) => `  var S${cc}_${c}: vec4f;\n  var dS${cc}_${c}: vec4f;`))}
+${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
   {
     let base = slotBase(bb, h, ch + 1u, p.slots);
-${colsDo((cc) => colLoad(nq, lanes, `S${cc}_`, 'states', 'base'))}
+${colLoad(nq, lanes, 'S', 'states', 'base')}
   }
   {
     let base = slotBase(bb, h, ch, p.chunks);
-${colsDo((cc) => colLoad(nq, lanes, `dS${cc}_`, 'dSck', 'base'))}
+${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
   }
   workgroupBarrier();
-${rep(CB, (cc) => `  var x${cc} = colAt(bb, h, tEnd, i0 + ${cc}u);`)}
-  // Steps tEnd … t1 + 1 rebuild S_{tt−1} by inverting step tt; step t1 (peeled) loads it.
+  var x = colAt(bb, h, tEnd, i);
   for (var tt = tEnd; ; tt--) {
     // This step's column scalars; the previous step's are fetched while it runs.
-${rep(CB, (cc) => `    let cur${cc} = x${cc};
-    if (tt > t1) { x${cc} = colAt(bb, h, tt - 1u, i0 + ${cc}u); }
-    let sig${cc} = 1.0 / (1.0 + exp(-cur${cc}.w));
-    let di${cc} = exp(W_SCALE * sig${cc});
-    let inv${cc} = 1.0 / di${cc};
-    var accr${cc} = 0.0; var accd${cc} = 0.0; var acck${cc} = 0.0; var accb${cc} = 0.0; var acca${cc} = 0.0;`)}
+    let cur = x;
+    if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
+    let sig = 1.0 / (1.0 + exp(-cur.w));
+    let di = exp(W_SCALE * sig);
+    let inv = 1.0 / di;
+    var accr = 0.0;
+    var accd = 0.0;
+    var acck = 0.0;
+    var accb = 0.0;
+    var acca = 0.0;
     let o = (tt - t1) * NQ4 + lane;
     if (tt > t1) {
 ${step(true)}
     } else {
-${rep(nq, (c) => `      { let dyv = s_dy[o + ${c * lanes}u];\n${rep(CB, (cc) => `        ${dot(`S${cc}_${c}`, 'dyv', `accr${cc}`)}`)}\n      }`)}
+${rep(nq, (c) => `      ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
       let base = slotBase(bb, h, ch, p.slots);
-${colsDo((cc) => colLoad(nq, lanes, `S${cc}_`, 'states', 'base'))}
+${colLoad(nq, lanes, 'S', 'states', 'base')}
 ${step(false)}
     }
-${results}
+    let dri = laneSum(accr);
+    let dd = laneSum(accd);
+    let dki = laneSum(acck);
+    let dbi = laneSum(accb);
+    let dai = laneSum(acca);
+    if (lane == 0u && i < N) {
+      let e = tokenBase(bb, tt, h) + i;
+      dr[e] = dri;
+      dw[e] = dd * di * W_SCALE * sig * (1.0 - sig);
+      dk[e] = dki;
+      db[e] = dbi;
+      da[e] = dai;
+    }
     if (tt == t1) { break; }
   }
 }`;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { GpuRuntime } from '../../src/gpu/device.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
-import { allocWkv7Saved, formatWkvPlan, parseWkvPlan, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Dims, type Wkv7Plan } from '../../src/kernels/wkv7.js';
+import { allocWkv7Saved, wkv7Backward, wkv7Forward, wkv7Plan, type Wkv7Dims, type Wkv7Plan } from '../../src/kernels/wkv7.js';
 import { expectClose, f32, finiteDiff, freshRng, getGpu, poison, type Rng } from '../helpers.js';
 import { wkv7RefBackward, wkv7RefForward, type Wkv7RefGrads, type Wkv7RefInputs } from '../reference/wkv7.js';
 
@@ -88,37 +88,24 @@ const CASES: Case[] = [
   { B: 2, T: 18, H: 3, N: 48, s0: true, outs: 'all' },
 ];
 
-/** A row-scan plan: lanes × groups × rows in the scans, colLanes × cols in the column pass. */
-const scanPlan = (lanes: number, groups: number, rows: number, colLanes: number, cols: number): Wkv7Plan => ({ lanes, groups, rows, colLanes, cols, forward: 'scan', stateScan: 'scan' });
-
 // Every lane count, row-group count and column-lane count, and odd and small N. lanes 1 is the
 // path of adapters without subgroups (lavapipe compiles its N=64 kernels for about 45 s, small
-// workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/1 is the
+// workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/2 is the
 // H200's plan for many heads.
 const PLAN_CASES: Case[] = [
-  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: scanPlan(1, 1, 1, 1, 1) },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: scanPlan(8, 2, 1, 8, 1) },
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: scanPlan(8, 1, 1, 2, 1) },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: scanPlan(2, 1, 1, 1, 1) },
-  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: scanPlan(4, 1, 1, 4, 1) },
-  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: scanPlan(2, 4, 1, 2, 1) },
-  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: scanPlan(4, 2, 1, 4, 1) },
-];
-
-// Several rows and columns per invocation: as many columns as lanes (the transposed lane sums)
-// with 2 and 4, more columns than lanes, fewer, and none of the subgroup operations (lanes 1);
-// N = 20 pads the rows (to 32) and the columns; N = 24 with lanes 1 is lavapipe-quick (45 s at 64).
-const BLOCK_CASES: Case[] = [
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: scanPlan(2, 1, 2, 2, 2) },
-  { B: 1, T: 33, H: 2, N: 64, s0: true, outs: 'all', plan: scanPlan(4, 1, 4, 4, 4) },
-  { B: 2, T: 18, H: 3, N: 20, s0: false, outs: 'all', plan: scanPlan(4, 2, 4, 2, 4) },
-  { B: 3, T: 17, H: 1, N: 24, s0: true, outs: 'acc', plan: scanPlan(1, 2, 2, 4, 2) },
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1, forward: 'scan', stateScan: 'scan' } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8, forward: 'scan', stateScan: 'scan' } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4, forward: 'scan', stateScan: 'scan' } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4, forward: 'scan', stateScan: 'scan' } },
 ];
 
 // The chunked forward (then the backward on what it saved): a single step, partial, whole and
 // several chunks, N = 48 with and without padding to the lanes (8 lanes pad its rows to 64),
 // every lane count the carry pass has with subgroups, row groups, with and without s0 and sT.
-const chunked = (lanes: number, groups: number, colLanes: number): Wkv7Plan => ({ ...scanPlan(lanes, groups, 1, colLanes, 1), forward: 'chunked' });
+const chunked = (lanes: number, groups: number, colLanes: number): Wkv7Plan => ({ lanes, groups, colLanes, forward: 'chunked', stateScan: 'scan' });
 const CHUNKED_CASES: Case[] = [
   { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: chunked(8, 4, 4) },
   { B: 2, T: 15, H: 1, N: 64, s0: false, outs: 'all', plan: chunked(2, 1, 1) },
@@ -135,7 +122,7 @@ const CHUNKED_CASES: Case[] = [
 // The forward and column-pass plans (and s0, which the dS scan never sees) repeat cases above,
 // so that only the dS scan's kernels are new to compile: lavapipe takes 2-7 s for each of them
 // (15 s with 2 lanes, which the chunked forward's cases cover in the shared carry code).
-const dsChunked = (lanes: number, groups: number, colLanes: number, forward: Wkv7Plan['forward']): Wkv7Plan => ({ ...scanPlan(lanes, groups, 1, colLanes, 1), forward, stateScan: 'chunked' });
+const dsChunked = (lanes: number, groups: number, colLanes: number, forward: Wkv7Plan['forward']): Wkv7Plan => ({ lanes, groups, colLanes, forward, stateScan: 'chunked' });
 const DS_CHUNKED_CASES: Case[] = [
   { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: dsChunked(8, 4, 4, 'scan') },
   { B: 2, T: 15, H: 2, N: 48, s0: true, outs: 'all', plan: dsChunked(4, 1, 4, 'chunked') },
@@ -186,8 +173,10 @@ describe('wkv7 float64 reference', () => {
 });
 
 describe('wkv7 GPU forward and backward', () => {
-  for (const c of [...CASES, ...PLAN_CASES, ...BLOCK_CASES, ...CHUNKED_CASES, ...DS_CHUNKED_CASES]) {
-    const plan = c.plan ? ` plan=${formatWkvPlan(c.plan)}` : '';
+  for (const c of [...CASES, ...PLAN_CASES, ...CHUNKED_CASES, ...DS_CHUNKED_CASES]) {
+    // The bench's plan syntax (bench/wkv_bench.ts): c the chunked forward, cc and sc with the chunked dS scan.
+    const suffix = c.plan ? (c.plan.stateScan === 'chunked' ? (c.plan.forward === 'chunked' ? 'cc' : 'sc') : c.plan.forward === 'chunked' ? 'c' : '') : '';
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}${suffix}` : '';
     // Timeout: with a cold shader cache lavapipe compiles the lanes-1 kernels (a row's 64 values unrolled) in about 80 s.
     it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
@@ -284,30 +273,19 @@ describe('wkv7 argument checks', () => {
     const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
     const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
     // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual(scanPlan(cap, 4, 1, Math.min(4, cap), 1));
-    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual(scanPlan(Math.min(8, cap), 2, 1, Math.min(4, cap), 1));
-    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual(scanPlan(Math.min(2, cap), 1, 1, 1, 1));
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), forward: 'scan', stateScan: 'scan' });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), forward: 'scan', stateScan: 'scan' });
+    // Many heads: 2 lanes, 1 group.
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), forward: 'scan', stateScan: 'scan' });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), forward: 'scan', stateScan: 'scan' });
     expect(wkv7Plan(gpu, d, { forward: 'chunked' }).forward).toBe('chunked');
     expect(wkv7Plan(gpu, d, { stateScan: 'chunked' })).toMatchObject({ forward: 'scan', stateScan: 'chunked' });
     expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
-    expect(() => wkv7Plan(gpu, d, { rows: 3 })).toThrow(/rows = 3, expected 1, 2 or 4/);
-    expect(() => wkv7Plan(gpu, d, { cols: 8 })).toThrow(/cols = 8, expected 1, 2 or 4/);
-    // N = 8 with 1 lane and 4 groups: 2 rows per group.
-    expect(() => wkv7Plan(gpu, d, { lanes: 1, groups: 4, rows: 4 })).toThrow(/rows = 4 does not divide a group's 2 rows/);
     expect(() => wkv7Plan(gpu, d, { forward: 'wind' as 'scan' })).toThrow(/forward = wind, expected 'scan' or 'chunked'/);
     expect(() => wkv7Plan(gpu, d, { stateScan: 'fold' as 'scan' })).toThrow(/stateScan = fold, expected 'scan' or 'chunked'/);
     if (sg < 8) expect(() => wkv7Plan(gpu, d, { lanes: 8 })).toThrow(/needs subgroups of at least 8 invocations/);
-  });
-
-  it('reads and writes plans in the bench syntax', () => {
-    expect(parseWkvPlan('2x1/1')).toEqual(scanPlan(2, 1, 1, 1, 1));
-    expect(parseWkvPlan('4x2x4/2x2')).toEqual(scanPlan(4, 2, 4, 2, 2));
-    expect(parseWkvPlan('8x4/4cc')).toEqual({ ...scanPlan(8, 4, 1, 4, 1), forward: 'chunked', stateScan: 'chunked' });
-    expect(parseWkvPlan('autosc')).toEqual({ forward: 'scan', stateScan: 'chunked' });
-    for (const s of ['2x1/1', '4x2x4/2x2', '8x4/4c', '2x1x2/1sc']) expect(formatWkvPlan({ ...scanPlan(1, 1, 1, 1, 1), ...parseWkvPlan(s) })).toBe(s);
-    expect(() => parseWkvPlan('2x1x/1')).toThrow(/WKV plan 2x1x\/1: expected auto or lanes x groups \[x rows\]/);
   });
 
 });
