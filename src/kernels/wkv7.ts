@@ -106,7 +106,7 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * The plan for these sizes: `want`'s fields where given (tests force each path with them),
  * otherwise what was fastest on an H200 (npm run bench -- --parts wkv --wkv-plans ...).
  * With few heads the scans are bound by each step's latency and want more invocations per
- * row and the rows spread over more workgroups (B·H ≤ 40: 8 lanes, 4 groups; B=1, H=32:
+ * row and the rows spread over more workgroups (B·H < 48: 8 lanes, 4 groups; B=1, H=32:
  * 0.70 ms per layer); with more, 2 lanes and 1 group (B=8, H=32: 2.10 ms; B=8, H=12: 1.15
  * against 1.47 for 8 lanes and 2 groups). The column pass wants 2 lanes per column there
  * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads. Lanes are

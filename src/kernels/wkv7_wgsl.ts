@@ -312,8 +312,8 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * the checkpoint at the chunk's first step, else by inverting the step with the saved sa;
  * dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column
  * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Grid (H, B, chunks).
- * Each step reads each row vector from workgroup memory once, and the chunk's first step,
- * which loads S_{t−1} instead, is peeled off the loop (a branch inside it cost 10%).
+ * Each step reads each row vector from workgroup memory once; the chunk's first step, which
+ * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
  */
 export function columnBackwardWgsl(N: number, lanes: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
