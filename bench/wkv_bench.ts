@@ -12,7 +12,7 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
-  /** lanes×groups/colLanes with parseWkvPlan's suffix: c the chunked forward, cc and sc with the chunked dS scan (src/kernels/wkv7.ts). */
+  /** lanes×groups/colLanes (src/kernels/wkv7.ts's Wkv7Plan). */
   plan: string;
   forwardMs: number;
   backwardMs: number;
@@ -22,30 +22,17 @@ export interface WkvResult {
   smClockMHz?: number;
 }
 
-/**
- * A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. A suffix
- * picks the chunked kernels: c the chunked forward (4x1/4c), cc the chunked forward and the
- * backward's chunked dS scan (4x1/4cc), sc the row-scan forward with the chunked dS scan
- * (4x1/4sc); after auto the automatic plan with them (autoc, autocc, autosc). Without a
- * suffix both run the row scans.
- */
+/** A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. */
 export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
-  const m = /^(?:auto|(\d+)x(\d+)\/(\d+))(|c|cc|sc)$/.exec(s);
-  if (!m) {
-    throw new Error(
-      `WKV plan ${s}: expected auto or lanes x groups / colLanes, e.g. 4x1/4, with an optional suffix: c for the chunked forward, cc for it and the chunked dS scan, sc for the chunked dS scan alone (4x1/4c, autocc, 4x1/4sc)`,
-    );
-  }
-  const suffix: Partial<Wkv7Plan> = {};
-  if (m[4]) Object.assign(suffix, { forward: m[4].startsWith('c') ? 'chunked' : 'scan', stateScan: m[4].length === 2 ? 'chunked' : 'scan' });
-  if (m[1] === undefined) return suffix;
-  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]), forward: 'scan', stateScan: 'scan', ...suffix };
+  if (s === 'auto') return {};
+  const m = /^(\d+)x(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes, e.g. 4x1/4`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]) };
 }
 
 /** The plan in parseWkvPlan's syntax. */
 export function formatWkvPlan(plan: Wkv7Plan): string {
-  const suffix = plan.stateScan === 'chunked' ? (plan.forward === 'chunked' ? 'cc' : 'sc') : plan.forward === 'chunked' ? 'c' : '';
-  return `${plan.lanes}x${plan.groups}/${plan.colLanes}${suffix}`;
+  return `${plan.lanes}x${plan.groups}/${plan.colLanes}`;
 }
 
 /**

@@ -13,8 +13,8 @@
  * (dS_{t−1} = (dS_t + dy·rᵀ)·diag(decay) + dsa·aᵀ, dsa = (dS_t + dy·rᵀ)·b) also keeps rows
  * apart and runs like the forward, saving dsa and dS every 16 steps; then every 16-step
  * chunk, independently, walks its steps down again from the saved S and dS, which only
- * needs sums over columns (dr, dw, dk, db, da), and runs column-wise. The plan may run the
- * forward and the dS recurrence chunked instead (wkv7_chunked_wgsl.ts), writing the same.
+ * needs sums over columns (dr, dw, dk, db, da), and runs column-wise. (Chunked forms of
+ * the forward and of the dS recurrence, spec §3.3, were slower on an H200: bench/RESULTS.md.)
  */
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { GpuRuntime } from '../gpu/device.js';
@@ -28,20 +28,9 @@ import {
   scanWorkgroupBytes,
   scanWorkgroupSize,
   stateBackwardWgsl,
-  paddedN,
   WKV7_CHUNK,
   type ScanShape,
 } from './wkv7_wgsl.js';
-import {
-  CHUNK_BLOCK_ROWS,
-  PREP_WORKGROUP_SIZE,
-  carryWorkgroupBytes,
-  carryWorkgroupSize,
-  chunkCarryWgsl,
-  chunkPrepWgsl,
-  prepWorkgroupBytes,
-  type ChunkDirection,
-} from './wkv7_chunked_wgsl.js';
 
 export { WKV7_CHUNK };
 const MAX_N = 64;
@@ -82,18 +71,6 @@ export interface Wkv7Plan {
   groups: number;
   /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
   colLanes: number;
-  /**
-   * The forward: 'scan' steps through time (forwardWgsl); 'chunked' solves each 16-step chunk
-   * with small matrix products, all chunks at once, and carries only the state from chunk to
-   * chunk, its rows split by lanes and groups like the scan's (wkv7_chunked_wgsl.ts).
-   */
-  forward: 'scan' | 'chunked';
-  /**
-   * The backward's dS recurrence: 'scan' steps back through time (stateBackwardWgsl);
-   * 'chunked' runs the chunked forward's two passes on it, walked backwards (wkv7_chunked_wgsl.ts),
-   * writing the same dv, dsa, dS checkpoints and ds0 for the column pass.
-   */
-  stateScan: 'scan' | 'chunked';
 }
 
 /** The narrowest subgroup this adapter may run, 0 without the subgroups feature. */
@@ -121,8 +98,6 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
     groups: want.groups ?? (few ? 4 : 1),
     colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
-    forward: want.forward ?? 'scan',
-    stateScan: want.stateScan ?? 'scan',
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
   const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;
@@ -132,21 +107,11 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
   }
   if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
-  for (const key of ['forward', 'stateScan'] as const) {
-    const v = plan[key];
-    if (v !== 'scan' && v !== 'chunked') throw new Error(`wkv7 plan: ${key} = ${String(v)}, expected 'scan' or 'chunked'`);
-  }
   const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
     ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
   ];
-  // The chunked dS scan runs the chunked forward's kernels: the same sizes.
-  for (const [key, what] of [['forward', 'forward'], ['stateScan', 'dS scan']] as const) {
-    if (plan[key] !== 'chunked') continue;
-    sizes.push([`chunked ${what}'s chunk pass`, PREP_WORKGROUP_SIZE, prepWorkgroupBytes(paddedN(d.N, plan.lanes))]);
-    sizes.push([`chunked ${what}'s carry pass`, carryWorkgroupSize(scan), carryWorkgroupBytes(scan)]);
-  }
   for (const [what, inv, bytes] of sizes) {
     if (inv > maxInv) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${inv} invocations per workgroup, this adapter allows ${maxInv}`);
     if (bytes > maxBytes) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${bytes} bytes of workgroup memory, this adapter allows ${maxBytes}`);
@@ -255,10 +220,6 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   if (x.sT) checkTensor(op, x.sT, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
   const plan = wkv7Plan(gpu, x, x.plan);
-  if (plan.forward === 'chunked') {
-    chunkedPasses(gpu, x, plan, 'forward', { ...x, sa: x.saved.sa, states: x.saved.states });
-    return;
-  }
   const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
   if (hasS0) kinds.push('read');
   if (hasST) kinds.push('rw');
@@ -268,45 +229,9 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B, plan.groups]);
 }
 
-/** Buffers in the roles the chunked kernels name them by (wkv7_chunked_wgsl.ts: the backward binds others in them). */
-type ChunkRoles = Pick<Wkv7ForwardArgs, 'r' | 'w' | 'k' | 'v' | 'a' | 'b' | 'y' | 's0' | 'sT'> & { sa: Tensor; states: Tensor };
-
-/**
- * The chunked kernels (wkv7_chunked_wgsl.ts), forward or on the backward's dS: a pass over every
- * chunk at once writes each chunk's state-independent part (into y and sa, and a block of
- * [B,H,ceil(T/16),65,NP] scratch, as large as the saved states, pooled and released when
- * recorded), then a pass per head carries the state through the chunks and completes them.
- */
-function chunkedPasses(gpu: GpuRuntime, d: Wkv7Dims, plan: Wkv7Plan, dir: ChunkDirection, x: ChunkRoles, accumulate = false): void {
-  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
-  const NP = paddedN(d.N, plan.lanes);
-  const chunks = ceilDiv(d.T, WKV7_CHUNK);
-  const cd = gpu.tensor([d.B, d.H, chunks, CHUNK_BLOCK_ROWS, NP], 'f32', 'wkv7.chunks');
-  // dimUniforms plus loop bounds (16 steps, NP/4 vec4s) that compilers cannot unroll (see chunkPrepWgsl).
-  const u1 = uniforms([
-    ['u32', d.T],
-    ['u32', d.H],
-    ['u32', chunks + 1],
-    ['u32', chunks],
-    ['u32', WKV7_CHUNK],
-    ['u32', NP / 4],
-  ]);
-  const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
-  const p1 = gpu.pipeline(`wkv7_${dir}_chunks`, `N${d.N}_P${NP}`, kinds1, () => chunkPrepWgsl(d.N, NP, dir));
-  gpu.dispatch(p1, [u1, x.r, x.w, x.k, x.v, x.a, x.b, x.y, x.sa, cd], [d.H, d.B, chunks]);
-  const kinds2: BindingKind[] = ['uniform', 'read', 'read', 'rw', 'rw', 'rw'];
-  if (x.s0) kinds2.push('read');
-  if (x.sT) kinds2.push('rw');
-  const key = `N${d.N}_l${plan.lanes}_g${plan.groups}${x.s0 ? '_s0' : ''}${x.sT ? (accumulate ? '_sTacc' : '_sT') : ''}`;
-  const p2 = gpu.pipeline(`wkv7_${dir}_carry`, key, kinds2, () => chunkCarryWgsl(scan, x.s0 !== undefined, x.sT !== undefined, dir, accumulate));
-  const args2 = [u1, x.v, cd, x.y, x.sa, x.states, ...(x.s0 ? [x.s0] : []), ...(x.sT ? [x.sT] : [])];
-  gpu.dispatch(p2, args2, [d.H, d.B, plan.groups]);
-  gpu.free(cd);
-}
-
 /**
  * Gradients of WKV7 with respect to r, w (raw), k, v, a, b and, when ds0 is given, the initial state.
- * Two dispatches (three with the chunked dS scan); between them it holds dsa [B,T,H,N] and the
+ * Two dispatches; between them it holds dsa [B,T,H,N] and the
  * dS checkpoints [B,H,ceil(T/16),N,N] (as large as the saved states) in pooled buffers, released
  * when recorded.
  */
@@ -327,16 +252,10 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   const dSck = gpu.tensor([x.B, x.H, chunks, x.N, x.N], 'f32', 'wkv7.dSck');
   const u = dimUniforms(x);
 
-  if (plan.stateScan === 'chunked') {
-    // The roles of wkv7_chunked_wgsl.ts's header comment.
-    const roles = { r: x.k, w: x.w, k: x.r, v: x.dy, a: x.b, b: x.a, y: x.dv, sa: dsa, states: dSck, sT: x.ds0 };
-    chunkedPasses(gpu, x, plan, 'backward', roles, accumulate);
-  } else {
-    const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
-    const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
-    const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate));
-    gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
-  }
+  const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
+  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
+  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate));
+  gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
   const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes));

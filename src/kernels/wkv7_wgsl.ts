@@ -16,7 +16,7 @@
  */
 /** Steps between saved states. */
 export const WKV7_CHUNK = 16;
-export const W_SCALE = '-0.6065306597';
+const W_SCALE = '-0.6065306597';
 /** Steps staged per barrier pair in the row scans; divides WKV7_CHUNK. */
 const BLOCK = 8;
 
@@ -29,12 +29,12 @@ export interface ScanShape {
 }
 
 /** Padded size: the vec4s of a row split evenly over the lanes. */
-export const paddedN = (N: number, lanes: number): number => Math.ceil(N / (4 * lanes)) * 4 * lanes;
+const paddedN = (N: number, lanes: number): number => Math.ceil(N / (4 * lanes)) * 4 * lanes;
 
-export const COMP = ['x', 'y', 'z', 'w'];
+const COMP = ['x', 'y', 'z', 'w'];
 /** `f(0) … f(n−1)` on lines: loops over register-held vec4s are unrolled here, so that no
  * compiler is left to decide whether a dynamically indexed array stays in registers. */
-export const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
+const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
 export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
@@ -43,27 +43,14 @@ export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (5 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
 export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
 
-/** Bindings 1–7 of both forwards: the six inputs and y. */
-export const FORWARD_BINDINGS = /* wgsl */ `@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> a: array<f32>;
-@group(0) @binding(6) var<storage, read> b: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;`;
-
-/**
- * Constants and helpers every WKV7 kernel shares. `np` overrides the padded size (the
- * chunked forward's pass over chunks pads for the lanes of its carry pass); `uniforms`
- * adds fields to the uniform struct.
- */
-export function header(N: number, lanes: number, o: { np?: number; uniforms?: string } = {}): string {
+/** Constants and helpers every WKV7 kernel shares. */
+function header(N: number, lanes: number): string {
   const shuffles = Array.from({ length: Math.log2(lanes) }, (_, m) => `s += subgroupShuffleXor(s, ${1 << m}u);`).join(' ');
   return /* wgsl */ `${lanes > 1 ? 'enable subgroups;' : ''}
-struct P { T: u32, H: u32, slots: u32, chunks: u32${o.uniforms ?? ''} }
+struct P { T: u32, H: u32, slots: u32, chunks: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 const N = ${N}u;
-const NP = ${o.np ?? paddedN(N, lanes)}u;
+const NP = ${paddedN(N, lanes)}u;
 const NQ4 = NP / 4u;
 const LANES = ${lanes}u;
 const CHUNK = ${WKV7_CHUNK}u;
@@ -79,7 +66,7 @@ fn sum4(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 }
 
 /** A function `name4(bb, h, t, q) -> vec4f`: columns 4q..4q+3 of token t of `buf`, zero outside [0, T) × [0, N). */
-export function vec4Loader(buf: string): string {
+function vec4Loader(buf: string): string {
   return /* wgsl */ `
 fn ${buf}4(bb: u32, h: u32, t: u32, q: u32) -> vec4f {
   var o = vec4f(0.0);
@@ -159,7 +146,7 @@ ${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N
  * store: scalar stores of 2-8 lanes' rows fill 32-byte sectors in pieces, which cost the
  * forward a quarter of its time in its 16-step checkpoints.
  */
-export function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x, vec4 = false): string {
+function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x, vec4 = false): string {
   const body = vec4
     ? rep(nq, (c) => `    { let j = ${4 * c * lanes}u + 4u * lane; if (j < N) { let o = (${base} + i * N + j) / 4u; ${buf}[o] = ${value(`${src}${c}`)}; } }`)
     : rep(nq, (c) =>
@@ -169,7 +156,7 @@ export function rowStore(nq: number, lanes: number, buf: string, base: string, s
 }
 
 /** Element type of the N×N matrices the row scans write: whole vec4s when rows are made of them (rowStore). */
-export const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array<f32>');
+const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array<f32>');
 
 /**
  * Forward: invocation (row i, lane) keeps its vec4s of row i of S. Per step:
@@ -183,7 +170,13 @@ export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): strin
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-${FORWARD_BINDINGS}
+@group(0) @binding(1) var<storage, read> r: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read> a: array<f32>;
+@group(0) @binding(6) var<storage, read> b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
 @group(0) @binding(9) var<storage, read_write> sa: array<f32>;
 ${hasS0 ? '@group(0) @binding(10) var<storage, read> s0: array<f32>;' : ''}

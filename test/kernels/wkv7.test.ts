@@ -93,43 +93,13 @@ const CASES: Case[] = [
 // workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/2 is the
 // H200's plan for many heads.
 const PLAN_CASES: Case[] = [
-  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1, forward: 'scan', stateScan: 'scan' } },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8, forward: 'scan', stateScan: 'scan' } },
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
-  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4, forward: 'scan', stateScan: 'scan' } },
-  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2, forward: 'scan', stateScan: 'scan' } },
-  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4, forward: 'scan', stateScan: 'scan' } },
-];
-
-// The chunked forward (then the backward on what it saved): a single step, partial, whole and
-// several chunks, N = 48 with and without padding to the lanes (8 lanes pad its rows to 64),
-// every lane count the carry pass has with subgroups, row groups, with and without s0 and sT.
-const chunked = (lanes: number, groups: number, colLanes: number): Wkv7Plan => ({ lanes, groups, colLanes, forward: 'chunked', stateScan: 'scan' });
-const CHUNKED_CASES: Case[] = [
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: chunked(8, 4, 4) },
-  { B: 2, T: 15, H: 1, N: 64, s0: false, outs: 'all', plan: chunked(2, 1, 1) },
-  { B: 3, T: 16, H: 2, N: 64, s0: true, outs: 'none', plan: chunked(4, 2, 4) },
-  { B: 2, T: 33, H: 2, N: 48, s0: true, outs: 'acc', plan: chunked(4, 1, 4) },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: chunked(8, 1, 8) },
-  { B: 2, T: 100, H: 3, N: 48, s0: false, outs: 'all', plan: chunked(8, 2, 4) },
-];
-
-// The chunked dS scan of the backward, after either forward: a single step (its chunk all
-// padding but one step), partial, whole and several chunks (T = 100 ends in a partial chunk,
-// which the backward walks first), N = 48 with and without padding to the lanes (8 lanes pad it
-// to 64), 4 and 8 lanes, 1, 2 and 4 row groups, without ds0, with it and accumulating into it.
-// The forward and column-pass plans (and s0, which the dS scan never sees) repeat cases above,
-// so that only the dS scan's kernels are new to compile: lavapipe takes 2-7 s for each of them
-// (15 s with 2 lanes, which the chunked forward's cases cover in the shared carry code).
-const dsChunked = (lanes: number, groups: number, colLanes: number, forward: Wkv7Plan['forward']): Wkv7Plan => ({ lanes, groups, colLanes, forward, stateScan: 'chunked' });
-const DS_CHUNKED_CASES: Case[] = [
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: dsChunked(8, 4, 4, 'scan') },
-  { B: 2, T: 15, H: 2, N: 48, s0: true, outs: 'all', plan: dsChunked(4, 1, 4, 'chunked') },
-  { B: 3, T: 16, H: 2, N: 64, s0: true, outs: 'none', plan: dsChunked(4, 2, 4, 'chunked') },
-  { B: 2, T: 33, H: 2, N: 64, s0: true, outs: 'acc', plan: dsChunked(8, 2, 8, 'scan') },
-  { B: 2, T: 100, H: 3, N: 48, s0: false, outs: 'all', plan: dsChunked(8, 2, 4, 'chunked') },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: dsChunked(8, 1, 8, 'chunked') },
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1 } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8 } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2 } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 2 } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4 } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2 } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4 } },
 ];
 
 describe('wkv7 float64 reference', () => {
@@ -173,10 +143,9 @@ describe('wkv7 float64 reference', () => {
 });
 
 describe('wkv7 GPU forward and backward', () => {
-  for (const c of [...CASES, ...PLAN_CASES, ...CHUNKED_CASES, ...DS_CHUNKED_CASES]) {
-    // The bench's plan syntax (bench/wkv_bench.ts): c the chunked forward, cc and sc with the chunked dS scan.
-    const suffix = c.plan ? (c.plan.stateScan === 'chunked' ? (c.plan.forward === 'chunked' ? 'cc' : 'sc') : c.plan.forward === 'chunked' ? 'c' : '') : '';
-    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}${suffix}` : '';
+  for (const c of [...CASES, ...PLAN_CASES]) {
+    // The bench's plan syntax (bench/wkv_bench.ts).
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}` : '';
     // Timeout: with a cold shader cache lavapipe compiles the lanes-1 kernels (a row's 64 values unrolled) in about 80 s.
     it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
@@ -273,18 +242,14 @@ describe('wkv7 argument checks', () => {
     const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
     const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
     // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), forward: 'scan', stateScan: 'scan' });
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), forward: 'scan', stateScan: 'scan' });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap) });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap) });
     // Many heads: 2 lanes, 1 group.
-    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), forward: 'scan', stateScan: 'scan' });
-    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), forward: 'scan', stateScan: 'scan' });
-    expect(wkv7Plan(gpu, d, { forward: 'chunked' }).forward).toBe('chunked');
-    expect(wkv7Plan(gpu, d, { stateScan: 'chunked' })).toMatchObject({ forward: 'scan', stateScan: 'chunked' });
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap) });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap) });
     expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
-    expect(() => wkv7Plan(gpu, d, { forward: 'wind' as 'scan' })).toThrow(/forward = wind, expected 'scan' or 'chunked'/);
-    expect(() => wkv7Plan(gpu, d, { stateScan: 'fold' as 'scan' })).toThrow(/stateScan = fold, expected 'scan' or 'chunked'/);
     if (sg < 8) expect(() => wkv7Plan(gpu, d, { lanes: 8 })).toThrow(/needs subgroups of at least 8 invocations/);
   });
 
