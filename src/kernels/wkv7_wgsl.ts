@@ -43,6 +43,9 @@ export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (5 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
 export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
 
+/** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
+const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
+
 /** Constants and helpers every WKV7 kernel shares. */
 function header(N: number, lanes: number): string {
   const shuffles = Array.from({ length: Math.log2(lanes) }, (_, m) => `s += subgroupShuffleXor(s, ${1 << m}u);`).join(' ');
@@ -170,12 +173,7 @@ export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): strin
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> a: array<f32>;
-@group(0) @binding(6) var<storage, read> b: array<f32>;
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b'])}
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
 @group(0) @binding(9) var<storage, read_write> sa: array<f32>;
@@ -242,12 +240,7 @@ export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boo
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> a: array<f32>;
-@group(0) @binding(5) var<storage, read> b: array<f32>;
-@group(0) @binding(6) var<storage, read> dy: array<f32>;
+${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'])}
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dsa: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dSck: ${stateArray(s.N)};
@@ -329,17 +322,7 @@ ${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec
       }`;
     });
   return /* wgsl */ `${header(N, lanes)}
-@group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
-@group(0) @binding(5) var<storage, read> a: array<f32>;
-@group(0) @binding(6) var<storage, read> b: array<f32>;
-@group(0) @binding(7) var<storage, read> dy: array<f32>;
-@group(0) @binding(8) var<storage, read> states: array<f32>;
-@group(0) @binding(9) var<storage, read> sa: array<f32>;
-@group(0) @binding(10) var<storage, read> dsa: array<f32>;
-@group(0) @binding(11) var<storage, read> dSck: array<f32>;
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'])}
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dk: array<f32>;
