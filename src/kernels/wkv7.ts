@@ -71,8 +71,6 @@ export interface Wkv7Plan {
   groups: number;
   /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
   colLanes: number;
-  /** Consecutive 16-step chunks each workgroup of that pass walks: 1, 2 or 4. */
-  colChunks: number;
 }
 
 /** The narrowest subgroup this adapter may run, 0 without the subgroups feature. */
@@ -100,7 +98,6 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
     groups: want.groups ?? (few ? 4 : 1),
     colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
-    colChunks: want.colChunks ?? 1,
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
   const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;
@@ -109,9 +106,7 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     if (![1, 2, 4, 8].includes(n)) throw new Error(`wkv7 plan: ${key} = ${n}, expected 1, 2, 4 or 8`);
     if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
   }
-  for (const key of ['groups', 'colChunks'] as const) {
-    if (![1, 2, 4].includes(plan[key])) throw new Error(`wkv7 plan: ${key} = ${plan[key]}, expected 1, 2 or 4`);
-  }
+  if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
   const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
@@ -263,9 +258,9 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
-  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}_c${plan.colChunks}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.colChunks));
+  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes));
   const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
-  gpu.dispatch(p2, args2, [x.H, x.B, ceilDiv(chunks, plan.colChunks)]);
+  gpu.dispatch(p2, args2, [x.H, x.B, chunks]);
   // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.
   gpu.free(dsa);
   gpu.free(dSck);

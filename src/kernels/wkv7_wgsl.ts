@@ -297,14 +297,11 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * after the chunk's last step and dSck, and walks the chunk down: dr = S_tᵀ·dy; S_{t−1} from
  * the checkpoint at the chunk's first step, else by inverting the step with the saved sa;
  * dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column
- * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Each step reads each
- * row vector from workgroup memory once; the chunk's first step, which loads S_{t−1} instead
- * of inverting, has a copy of the loop body of its own.
- * A workgroup walks `chunks` consecutive chunks, latest first: the checkpoint its first step
- * loads and the dS it ends with start the chunk before, so per chunk it reads one checkpoint
- * of S instead of two and none of dS after the first. Grid (H, B, ceil(chunks of T / chunks)).
+ * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Grid (H, B, chunks).
+ * Each step reads each row vector from workgroup memory once; the chunk's first step, which
+ * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
  */
-export function columnBackwardWgsl(N: number, lanes: number, chunks: number): string {
+export function columnBackwardWgsl(N: number, lanes: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
@@ -344,24 +341,11 @@ fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
   let bb = wid.y;
+  let ch = wid.z;
   let lane = idx % LANES;
   let i = idx / LANES;
-  let c0 = wid.z * ${chunks}u;
-  let cEnd = min(c0 + ${chunks}u, p.chunks);
-${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
-  {
-    let base = slotBase(bb, h, cEnd, p.slots);
-${colLoad(nq, lanes, 'S', 'states', 'base')}
-  }
-  {
-    let base = slotBase(bb, h, cEnd - 1u, p.chunks);
-${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
-  }
-  for (var ch = cEnd - 1u; ; ch--) {
   let t1 = ch * CHUNK;
   let tEnd = min(t1 + CHUNK, p.T) - 1u;
-  // The previous chunk's steps are done with the staged vectors.
-  workgroupBarrier();
   for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
     let u = idx + n * ${WG}u;
     if (u < ${units}u) {
@@ -369,6 +353,15 @@ ${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
       let q = u % NQ4;
 ${rowVecs.map((x) => `      s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
     }
+  }
+${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
+  {
+    let base = slotBase(bb, h, ch + 1u, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+  }
+  {
+    let base = slotBase(bb, h, ch, p.chunks);
+${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
   }
   workgroupBarrier();
   var x = colAt(bb, h, tEnd, i);
@@ -407,8 +400,6 @@ ${step(false)}
       da[e] = dai;
     }
     if (tt == t1) { break; }
-  }
-  if (ch == c0) { break; }
   }
 }`;
 }
