@@ -131,11 +131,54 @@ export function tcPadding(gpu: GpuRuntime, t: TcTiling = tcTiling(gpu)): { rowsA
   return { rowsA: b.bm, rowsB: b.bn, k: t.bk };
 }
 
-/** WGSL storing the 8 f16 of `value` (an array<vec2<f16>, 4>) at `arr`[`offset`..]. */
-function put8(arr: string, offset: string, value: string): string {
-  const stores = [0, 1, 2, 3].map((i) => `${arr}[o + ${2 * i}u] = h[${i}].x; ${arr}[o + ${2 * i + 1}u] = h[${i}].y;`);
-  return `{ let o = ${offset}; let h = ${value}; ${stores.join(' ')} }`;
+/**
+ * WGSL storing the 8 f16 held by `v` (a vec4u of 4 words, `word` widening one to vec2<f16>)
+ * at `arr`[`offset`..], the 16-byte chunk `chunk` of row `row` of a staged tile. Chunks start
+ * on 16 bytes, so a warp's 32 chunks fall in 8 groups of 4 banks: storing word k of each at
+ * once would be a 4-way bank conflict per f16 store (on the H200 those stores halved the
+ * product's speed). Each invocation instead starts at word g = (row + chunk/8) % 4, which
+ * differs among the invocations sharing a bank group in every tiling in use
+ * (stagingBankConflicts checks them).
+ */
+export function stagingStore(arr: string, offset: string, v: string, word: string, row: string, chunk: string): string {
+  const g = `((${row}) + (${chunk}) / 8u) & 3u`; // stagingRotation's
+  // r = v rotated left by g words, a bit of g at a time (8 selects): a dynamic index into v
+  // went through local memory and made the products 35% slower.
+  const steps = [0, 1, 2, 3].map((k) => `{ let h = ${word}(r.${'xyzw'[k]}); let q = o + 2u * ((g + ${k}u) & 3u); ${arr}[q] = h.x; ${arr}[q + 1u] = h.y; }`);
+  return `{ let o = ${offset}; let v = ${v}; let g = ${g};
+      let r1 = select(v, v.yzwx, (g & 1u) != 0u); let r = select(r1, r1.zwxy, (g & 2u) != 0u); ${steps.join(' ')} }`;
 }
+
+/** The word stagingStore starts a chunk at: WGSL's g. */
+const stagingRotation = (row: number, chunk: number): number => (row + Math.floor(chunk / 8)) % 4;
+
+/**
+ * The worst bank conflict of one warp's f16 stores in stagingStore, staging rows of
+ * `chunks` 16-byte chunks (unit u: row u / chunks, chunk u % chunks) padded to `ld` f16,
+ * `threads` invocations storing `units` chunks each: 1 means none.
+ */
+export function stagingBankConflicts(chunks: number, ld: number, threads: number, units: number): number {
+  let worst = 1;
+  for (let warp = 0; warp < threads / 32; warp++) {
+    for (let j = 0; j < units; j++) {
+      for (let k = 0; k < 4; k++) {
+        const words = new Map<number, Set<number>>();
+        for (let lane = 0; lane < 32; lane++) {
+          const u = warp * 32 + lane + j * threads;
+          const [row, chunk] = [Math.floor(u / chunks), u % chunks];
+          const word = ((stagingRotation(row, chunk) + k) % 4) + (row * ld + chunk * 8) / 2;
+          const bank = word % 32;
+          words.set(bank, (words.get(bank) ?? new Set()).add(word));
+        }
+        for (const w of words.values()) worst = Math.max(worst, w.size);
+      }
+    }
+  }
+  return worst;
+}
+
+/** A word of two f16 as they are. */
+const F16X2 = 'bitcast<vec2<f16>>';
 
 /**
  * full: the weight spans whole tiles (N a multiple of BN, K of BK), so no load needs a bound.
@@ -215,24 +258,24 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // ---- registers -> workgroup memory (buffer at sAo / sBo), as f16 ----
   const storeA = Array.from({ length: aUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
-    return put8('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(ra${j})`);
+    return stagingStore('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `ra${j}`, F16X2, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
   });
   const storeBAs = (widen: string): string[] => Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
-        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `f16x8(rb${j})`);
+        return stagingStore('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `rb${j}`, F16X2, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
       case 'nk':
-        return put8('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `${widen}(rb${j})`);
+        return stagingStore('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `rb${j}`, widen, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
       case 'kn':
-        return put8('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `${widen}(rb${j})`);
+        return stagingStore('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `rb${j}`, widen, `${u} / ${BN / 8}u`, `${u} % ${BN / 8}u`);
       case 'nk-s':
         return `sB[sBo + (${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
       case 'kn-s':
         return `sB[sBo + (${u} / ${BN}u) * ${LDB}u + ${u} % ${BN}u] = f16(rb${j});`;
     }
   });
-  const storeB = storeBAs(wDtype === 'f16' ? 'f16x8' : 'bf16x8');
+  const storeB = storeBAs(wDtype === 'f16' ? F16X2 : 'bf16x2');
 
   // ---- the multiply: named accumulators, everything unrolled ----
   const acc = (i: number, j: number): string => `acc${i}_${j}`;
@@ -319,15 +362,9 @@ ${aGlobal ? '' : `var<workgroup> sA: array<f16, ${bufs * sizeA}>;`}
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
 var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
 
-fn f16x8(v: vec4u) -> array<vec2<f16>, 4> {
-  return array(bitcast<vec2<f16>>(v.x), bitcast<vec2<f16>>(v.y), bitcast<vec2<f16>>(v.z), bitcast<vec2<f16>>(v.w));
-}
 // bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
 fn bf16x2(w: u32) -> vec2<f16> {
   return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
-}
-fn bf16x8(v: vec4u) -> array<vec2<f16>, 4> {
-  return array(bf16x2(v.x), bf16x2(v.y), bf16x2(v.z), bf16x2(v.w));
 }
 ${vecB ? '' : wDtype === 'f16' ? wgslF16Reader('wAt', 'ws') : wgslBf16Reader('wAt', 'ws')}
 // Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.. (of K slice s's
@@ -368,7 +405,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   var sBo = 0u;
   var k0 = kBeg;
   ${cat ? `${kLoop('kBeg', 'min(kEnd, p.k)', loadB, storeB)}
-  ${kLoop('max(kBeg, p.k)', 'kEnd', loadF2, storeBAs('f16x8'))}` : kLoop('kBeg', 'kEnd', loadB, storeB)}
+  ${kLoop('max(kBeg, p.k)', 'kEnd', loadF2, storeBAs(F16X2))}` : kLoop('kBeg', 'kEnd', loadB, storeB)}
   ${epi.join('\n  ')}
 }`);
   return lines.join('\n');

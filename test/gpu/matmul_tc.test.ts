@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulWeight, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
-import { parseTcTiling, setTcTiling, TC_TILING, tcSupport, tcTilingName } from '../../src/kernels/matmul_tc.js';
+import { NARROW_TC_TILING, parseTcTiling, setTcTiling, stagingBankConflicts, TC_TILING, tcSupport, tcTilingName } from '../../src/kernels/matmul_tc.js';
 import { appendInputs, expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
 import { refMatmul, refMatmulAppend } from '../reference/matmul.js';
 
@@ -65,6 +65,23 @@ const SHAPES: [number, number, number][] = [
 
 // Weights are f16 or bf16 (which converts to f16 exactly in f16's normal range), so only
 // the activations round there; with two f32 operands both do.
+
+describe('tensor-core staging stores', () => {
+  // The tilings in use with 16×16 matrices and warps of 32 (the H200's): A's and an [N, K]
+  // weight's rows are BK/8 chunks long (padded by 8 f16), a [K, N] weight's BN/8.
+  for (const t of [TC_TILING, NARROW_TC_TILING]) {
+    it(`tiling ${tcTilingName(t)}: no bank conflicts`, () => {
+      const threads = t.wm * t.wn * 32;
+      const [bm, bn] = [t.wm * t.tm * 16, t.wn * t.tn * 16];
+      const layouts = [
+        ['A', t.bk / 8, t.bk + 8, (bm * t.bk) / 8 / threads],
+        ['B [N, K]', t.bk / 8, t.bk + 8, (bn * t.bk) / 8 / threads],
+        ['B [K, N]', bn / 8, bn + 8, (bn * t.bk) / 8 / threads],
+      ] as const;
+      for (const [what, chunks, ld, units] of layouts) expect(stagingBankConflicts(chunks, ld, threads, units), what).toBe(1);
+    });
+  }
+});
 
 describe('tensor-core matmul', () => {
   if (!tc) {
