@@ -3,7 +3,8 @@
  * accumulate_grad_batches micro-batches are recorded (each adds its gradient
  * scaled by 1/accumulate_grad_batches), then one AdamW step with global-norm
  * clipping at the step's LR. Losses are copied on the GPU into a ring and read
- * back only every few steps, so the CPU never waits for the GPU per micro-batch.
+ * back only every few steps, and a window's read is awaited only after the next window is
+ * recorded, so the GPU is never left idle while the CPU records (see flush).
  * Epoch ends write train_log.txt, the adapter every epoch_save epochs (and its
  * Ai00 .st with lora_st) and the resume checkpoint; the end writes the merged
  * model (.pth, and the Ai00 .st with merge_st).
@@ -173,7 +174,7 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
 
     // ---- the loop ----
     const acc = c.accumulate_grad_batches;
-    const ring = gpu.tensor([MAX_READ_EVERY * acc], 'f32', 'loss ring');
+    const rings = [0, 1].map((i) => gpu!.tensor([MAX_READ_EVERY * acc], 'f32', `loss ring ${i}`));
     const tokensPerStep = acc * c.micro_bsz * c.ctx_len;
     const adapters: string[] = [];
     const adaptersSt: string[] = [];
@@ -205,20 +206,22 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     const t0 = performance.now();
     let tFlush = t0;
     let readEvery = 1;
+    // Steps recorded since the last flush, their losses going to `ring`; and the window
+    // before, whose read was started at that flush.
     let pending: { step: number; lr: number }[] = [];
+    let ring = rings[0];
+    let inflight: { steps: typeof pending; read: Promise<Float32Array> } | undefined;
     let smooth = NaN;
     let stepsThisSession = 0;
     let lr = learningRate(c, state.step);
 
-    const flush = async (): Promise<void> => {
-      if (!pending.length) return;
-      const all = await gpu!.readF32(ring);
+    const report = (window: typeof pending, all: Float32Array): void => {
       const now = performance.now();
       const dt = (now - tFlush) / 1000;
       tFlush = now;
-      const itPerSec = pending.length / dt;
+      const itPerSec = window.length / dt;
       const records: LossRecord[] = [];
-      pending.forEach(({ step, lr }, i) => {
+      window.forEach(({ step, lr }, i) => {
         let sum = 0;
         for (let j = 0; j < acc; j++) sum += all[i * acc + j];
         const loss = sum / acc;
@@ -231,14 +234,33 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
       });
       lossData.append(records);
       writeText(files.lossCurve, lossCurveSvg(losses, title()));
-      const last = pending[pending.length - 1];
+      const last = window[window.length - 1];
       const stepsLeft = totalSteps - last.step - 1;
       progress?.update({
         step: last.step + 1, totalSteps, epoch: c.epoch_begin + Math.floor(last.step / c.epoch_steps), loss: losses[losses.length - 1],
         smoothLoss: smooth, lr: last.lr, tokensPerSecond: itPerSec * tokensPerStep, etaSeconds: stepsLeft / itPerSec, gpuBytes: gpu!.memory().currentBytes,
       });
       readEvery = Math.max(1, Math.min(MAX_READ_EVERY, Math.floor(READ_EVERY_SECONDS * itPerSec)));
-      pending = [];
+    };
+
+    // Starts reading the pending window's losses and reports the window before, whose read
+    // has had a window's time to finish. Awaiting this window's read at once would wait for
+    // the GPU to run dry, and it would then sit idle while the next step is recorded (at
+    // 1.5B, micro_bsz 8, every 2 steps). With `drain` (epoch ends, the end) it reports both.
+    const flush = async (drain: boolean): Promise<void> => {
+      if (pending.length) {
+        const prev = inflight;
+        inflight = { steps: pending, read: gpu!.readF32(ring) };
+        pending = [];
+        // The ring's copy to the read-back buffer is queued before any later step's writes.
+        ring = ring === rings[0] ? rings[1] : rings[0];
+        if (prev) report(prev.steps, await prev.read);
+      }
+      if (drain && inflight) {
+        const last = inflight;
+        inflight = undefined;
+        report(last.steps, await last.read);
+      }
     };
 
     for (let step = state.step; step < totalSteps && !aborted; step++) {
@@ -254,7 +276,8 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
       pending.push({ step, lr });
       stepsThisSession++;
       const epochEnd = (step + 1) % c.epoch_steps === 0;
-      if (pending.length >= readEvery || epochEnd || step + 1 === totalSteps || aborted) await flush();
+      const drain = epochEnd || step + 1 === totalSteps || aborted;
+      if (pending.length >= readEvery || drain) await flush(drain);
       state.step = step + 1;
       if (epochEnd) {
         const epochIndex = Math.floor(step / c.epoch_steps);
@@ -274,7 +297,7 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
 
     const outputs: TrainOutputs = { dir, ...files, adapters, adaptersSt, baseModel };
     if (aborted) {
-      await flush();
+      await flush(true);
       await saveResume();
       progress?.log(`interrupted at step ${state.step}/${totalSteps}; resume with --resume (resume: true)`);
     } else if (c.merge || c.merge_st) {
@@ -286,7 +309,7 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     }
     await gpu.sync();
     data.close();
-    gpu.free(ring);
+    for (const r of rings) gpu.free(r);
     model.dispose();
     const tokensPerSecond = (stepsThisSession * tokensPerStep) / seconds;
     const lastSt = adaptersSt[adaptersSt.length - 1];

@@ -45,11 +45,12 @@ describe('trainLora', () => {
 
     const ac = new AbortController();
     const firstLosses: number[] = [];
-    // Losses are read back after step 1, then every few steps: the abort lands after step 1, mid-epoch.
+    // Losses are read back after step 1, then every few steps, each window reported once the
+    // next is recorded: step 1's loss comes after step 2, so the abort lands there, mid-epoch.
     const part = await trainLora(tiny('part'), { gpu, signal: ac.signal, onStep: (s) => { firstLosses.push(s.loss); if (s.step === 1) ac.abort(); } });
     expect(part.aborted).toBe(true);
-    expect(part.steps).toBe(1);
-    expect(firstLosses).toEqual(fullLosses.slice(0, 1)); // same seed, same data: same loss
+    expect(part.steps).toBe(2);
+    expect(firstLosses).toEqual(fullLosses.slice(0, 2)); // same seed, same data: same losses
 
     const resumedLosses: number[] = [];
     // random_seed -1 ("pick one") on resume takes the checkpoint's seed.
@@ -66,7 +67,7 @@ describe('trainLora', () => {
     expect(lossLines(resumed.outputs.dir).map((r) => r.loss)).toEqual(lossLines(full.outputs.dir).map((r) => r.loss));
     const log = readFileSync(join(resumed.outputs.dir, 'train_log.txt'), 'utf8');
     expect(log.match(/^NEW RUN \d{4}-\d\d-\d\d-\d\d-\d\d-\d\d/gm)).toHaveLength(2);
-    expect(log).toMatch(/^NEW RUN .* \(resumed at step 1\)$/m);
+    expect(log).toMatch(/^NEW RUN .* \(resumed at step 2\)$/m);
     expect(log).toMatch(/^1 \d+\.\d{6} \d+\.\d{4} 0\.\d{8} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} 1$/m);
     // The epoch means (epoch 0 straddles the interruption) match the uninterrupted run's.
     const epochLosses = (text: string) => text.split('\n').filter((l) => /^\d+ \d/.test(l)).map((l) => l.split(' ').slice(0, 4).join(' '));
