@@ -141,7 +141,7 @@ export function tcPadding(gpu: GpuRuntime, t: TcTiling = tcTiling(gpu)): { rowsA
  * (stagingBankConflicts checks them).
  */
 export function stagingStore(arr: string, offset: string, v: string, word: string, row: string, chunk: string): string {
-  const g = `((${row}) + (${chunk}) / 8u) & 3u`; // stagingRotation's
+  const g = `((${row}) + (${chunk}) / 8u) & 3u`; // as stagingRotation
   // r = v rotated left by g words, a bit of g at a time (8 selects): a dynamic index into v
   // went through local memory and made the products 35% slower.
   const steps = [0, 1, 2, 3].map((k) => `{ let h = ${word}(r.${'xyzw'[k]}); let q = o + 2u * ((g + ${k}u) & 3u); ${arr}[q] = h.x; ${arr}[q + 1u] = h.y; }`);

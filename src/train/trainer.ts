@@ -250,7 +250,10 @@ export async function trainLora(input: TrainConfigInput | TrainConfig, opts: Tra
     const flush = async (drain: boolean): Promise<void> => {
       if (pending.length) {
         const prev = inflight;
-        inflight = { steps: pending, read: gpu!.readF32(ring) };
+        const read = gpu!.readF32(ring);
+        // Awaited later; a failure that ends the run before then must not surface as an unhandled rejection.
+        read.catch(() => undefined);
+        inflight = { steps: pending, read };
         pending = [];
         // The ring's copy to the read-back buffer is queued before any later step's writes.
         ring = ring === rings[0] ? rings[1] : rings[0];
