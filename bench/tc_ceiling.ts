@@ -56,12 +56,9 @@ function probeWgsl(t: TcTiling, probe: Probe): string {
   const mmas = tiles.map(([i, j]) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`).join('\n      ');
   // The product kernel's staging stores, A's and B's rows padded to LD.
   const stores = Array.from({ length: units }, (_, u) => {
-    const unit = `(li + ${u * TH}u)`;
-    const buf = u * TH < (BM * BK) / 8 ? 'sA' : 'sB';
-    const row = buf === 'sA' ? `${unit} / ${BK / 8}u` : `(${unit} / ${BK / 8}u - ${BM}u)`;
-    const chunk = `${unit} % ${BK / 8}u`;
-    const [r, c] = probe.stores === 'kernel' ? [row, chunk] : ['0u', '0u'];
-    return stagingStore(buf, `${row} * ${LD}u + ${chunk} * 8u`, `vec4u(it, it >> 1u, it >> 2u, it >> 3u) + ${u}u`, 'bitcast<vec2<f16>>', r, c);
+    const aUnits = (BM * BK) / 8;
+    const [buf, unit] = u * TH < aUnits ? ['sA', `(li + ${u * TH}u)`] : ['sB', `(li + ${u * TH - aUnits}u)`];
+    return stagingStore(buf, '0u', LD, unit, BK / 8, `vec4u(it, it >> 1u, it >> 2u, it >> 3u) + ${u}u`, 'bitcast<vec2<f16>>', probe.stores === 'kernel');
   }).join('\n    ');
   const barrier = probe.barriers > 0 ? 'workgroupBarrier();' : '';
   const body = `${barrier}

@@ -133,19 +133,21 @@ export function tcPadding(gpu: GpuRuntime, t: TcTiling = tcTiling(gpu)): { rowsA
 
 /**
  * WGSL storing the 8 f16 held by `v` (a vec4u of 4 words, `word` widening one to vec2<f16>)
- * at `arr`[`offset`..], the 16-byte chunk `chunk` of row `row` of a staged tile. Chunks start
- * on 16 bytes, so a warp's 32 chunks fall in 8 groups of 4 banks: storing word k of each at
- * once would be a 4-way bank conflict per f16 store (on the H200 those stores halved the
- * product's speed). Each invocation instead starts at word g = (row + chunk/8) % 4, which
- * differs among the invocations sharing a bank group in every tiling in use
- * (stagingBankConflicts checks them).
+ * as 16-byte chunk `unit` of a tile staged at `arr`[`base`..] in rows of `perRow` chunks
+ * padded to `ld` f16. Chunks start on 16 bytes, so a warp's 32 chunks fall in 8 groups of 4
+ * banks: storing word k of each at once would be a 4-way bank conflict per f16 store (on
+ * the H200 those stores halved the product's speed). Each invocation instead starts at
+ * word g = (row + chunk/8) % 4, which differs among the invocations sharing a bank group in
+ * every tiling in use (stagingBankConflicts checks them). `rotate` false stores in word
+ * order, for bench/tc_ceiling.ts to time against.
  */
-export function stagingStore(arr: string, offset: string, v: string, word: string, row: string, chunk: string): string {
-  const g = `((${row}) + (${chunk}) / 8u) & 3u`; // as stagingRotation
+export function stagingStore(arr: string, base: string, ld: number, unit: string, perRow: number, v: string, word: string, rotate = true): string {
+  const [row, chunk] = [`${unit} / ${perRow}u`, `${unit} % ${perRow}u`];
+  const g = rotate ? `((${row}) + (${chunk}) / 8u) & 3u` : '0u'; // as stagingRotation
   // r = v rotated left by g words, a bit of g at a time (8 selects): a dynamic index into v
   // went through local memory and made the products 35% slower.
   const steps = [0, 1, 2, 3].map((k) => `{ let h = ${word}(r.${'xyzw'[k]}); let q = o + 2u * ((g + ${k}u) & 3u); ${arr}[q] = h.x; ${arr}[q + 1u] = h.y; }`);
-  return `{ let o = ${offset}; let v = ${v}; let g = ${g};
+  return `{ let o = ${base} + (${row}) * ${ld}u + (${chunk}) * 8u; let v = ${v}; let g = ${g};
       let r1 = select(v, v.yzwx, (g & 1u) != 0u); let r = select(r1, r1.zwxy, (g & 2u) != 0u); ${steps.join(' ')} }`;
 }
 
@@ -258,17 +260,17 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // ---- registers -> workgroup memory (buffer at sAo / sBo), as f16 ----
   const storeA = Array.from({ length: aUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
-    return stagingStore('sA', `sAo + (${u} / ${BK / 8}u) * ${LDA}u + (${u} % ${BK / 8}u) * 8u`, `ra${j}`, F16X2, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
+    return stagingStore('sA', 'sAo', LDA, u, BK / 8, `ra${j}`, F16X2);
   });
   const storeBAs = (widen: string): string[] => Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
-        return stagingStore('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `rb${j}`, F16X2, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
+        return stagingStore('sB', 'sBo', LDB, u, BK / 8, `rb${j}`, F16X2);
       case 'nk':
-        return stagingStore('sB', `sBo + (${u} / ${BK / 8}u) * ${LDB}u + (${u} % ${BK / 8}u) * 8u`, `rb${j}`, widen, `${u} / ${BK / 8}u`, `${u} % ${BK / 8}u`);
+        return stagingStore('sB', 'sBo', LDB, u, BK / 8, `rb${j}`, widen);
       case 'kn':
-        return stagingStore('sB', `sBo + (${u} / ${BN / 8}u) * ${LDB}u + (${u} % ${BN / 8}u) * 8u`, `rb${j}`, widen, `${u} / ${BN / 8}u`, `${u} % ${BN / 8}u`);
+        return stagingStore('sB', 'sBo', LDB, u, BN / 8, `rb${j}`, widen);
       case 'nk-s':
         return `sB[sBo + (${u} / ${BK}u) * ${LDB}u + ${u} % ${BK}u] = f16(rb${j});`;
       case 'kn-s':
