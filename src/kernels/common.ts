@@ -15,6 +15,13 @@ export function grid1d(groups: number): [number, number] {
 /** WGSL expression for the linear workgroup index of a grid1d dispatch. */
 export const WGSL_LINEAR_WG = '(wid.x + wid.y * nwg.x)';
 
+/**
+ * pow2(e) = 2^e, exact for e in [-126, 127]: x·pow2(e) is ldexp(x, e) wherever the result
+ * is a normal f32, and on the H200 NVIDIA's ldexp cost the tensor-core products' epilogue
+ * as much as the rest of it (bench/RESULTS.md).
+ */
+export const WGSL_POW2 = 'fn pow2(e: i32) -> f32 { return bitcast<f32>(u32(e + 127) << 23u); }';
+
 /** Packs uniform fields (u32, i32 or f32, each one 4-byte slot) in declaration order. */
 export function uniforms(fields: readonly (readonly [type: 'u32' | 'i32' | 'f32', value: number])[]): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil((fields.length * 4) / 16) * 16));

@@ -12,7 +12,7 @@
  */
 import type { GpuRuntime } from '../gpu/device.js';
 import { describe, type Tensor } from '../gpu/tensor.js';
-import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG } from './common.js';
+import { ceilDiv, grid1d, uniforms, WGSL_LINEAR_WG, WGSL_POW2 } from './common.js';
 
 /** How op(X) [R, K] is stored: 'rows' is X [R, K]; 'cols' is X [K, R] (op(X) = Xᵀ). */
 export type F16Layout = 'rows' | 'cols';
@@ -22,7 +22,7 @@ const WG = 256;
 const TC = 64;
 const TK = 64;
 const KB = 256;
-/** Bounds on the exponent: 2^±60 stays exact in f32 whatever the data. */
+/** Bounds on the exponent: 2^±60 stays exact in f32 whatever the data, and so does 2^(ea+eb) in the matmul. */
 const E_MAX = 60;
 
 // Exponent e with max·2^e in [2^14, 2^15), from max's f32 exponent bits; 0 for an all-zero row.
@@ -31,7 +31,8 @@ fn rowExponent(mx: f32) -> i32 {
   if (mx == 0.0) { return 0; }
   let p = i32((bitcast<u32>(mx) >> 23u) & 0xffu) - 127;
   return clamp(14 - p, -${E_MAX}, ${E_MAX});
-}`;
+}
+${WGSL_POW2}`;
 
 // k1: the columns from x (k for a single source); the rest, to k, are scale·x2's.
 const WGSL_PARAMS = /* wgsl */ `
@@ -57,7 +58,7 @@ function rowsWgsl(vec: boolean, nv: number, held: boolean, subgroups: boolean, c
   const load = (q: string, pad: string): string => lines(nv, (i) => `${pad}let v${i} = load4(row, ${q} + ${i * WG}u);`);
   const tree = (a: number, b: number): string => (b - a === 1 ? `absMax(v${a})` : `max(${tree(a, (a + b) >> 1)}, ${tree((a + b) >> 1, b)})`);
   const absMax = tree(0, nv);
-  const store = (pad: string): string => lines(nv, (i) => `${pad}store4(row, q + ${i * WG}u, ldexp(v${i}, s));`);
+  const store = (pad: string): string => lines(nv, (i) => `${pad}store4(row, q + ${i * WG}u, v${i} * f);`);
   const reduce = subgroups
     ? /* wgsl */ `  // Each subgroup's max, then theirs (subgroups have at least 4 invocations: at most WG/4 of them).
   let sm = subgroupMax(m);
@@ -137,7 +138,7 @@ ${load('q', '    ')}
 ${reduce}
   let ex = rowExponent(mx);
   if (li == 0u) { e[row] = ex; }
-  let s = vec4i(ex);
+  let f = pow2(ex);
 ${
   held
     ? store('  ')
@@ -214,7 +215,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
     let w = k0 / 2u + pp;
     if (c0 + rr < p.rp && w < half) {
       let s = ex[rr];
-      let v = vec2f(ldexp(tile[2u * pp * ${TC + 1}u + rr], s), ldexp(tile[(2u * pp + 1u) * ${TC + 1}u + rr], s));
+      let v = vec2f(tile[2u * pp * ${TC + 1}u + rr], tile[(2u * pp + 1u) * ${TC + 1}u + rr]) * pow2(s);
       out[(c0 + rr) * half + w] = pack2x16float(v);
     }
   }

@@ -19,7 +19,7 @@ import type { BindingKind } from '../gpu/pipelines.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { narrowF16 } from './elementwise.js';
 import { f16Rows, type F16Append, type F16Layout } from './f16_rows.js';
-import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG } from './common.js';
+import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG, WGSL_POW2 } from './common.js';
 
 /** A subgroup-matrix configuration: left M×K times right K×N. */
 export interface MatrixShape {
@@ -179,6 +179,9 @@ export function stagingBankConflicts(chunks: number, ld: number, threads: number
   return worst;
 }
 
+/** `f(0) … f(3)` on lines. */
+const rep4 = (f: (k: number) => string): string => [0, 1, 2, 3].map(f).join('\n');
+
 /** A word of two f16 as they are. */
 const F16X2 = 'bitcast<vec2<f16>>';
 
@@ -187,7 +190,7 @@ const F16X2 = 'bitcast<vec2<f16>>';
  * cat: K goes on past the weight's p.k (a multiple of BK) into a second f16 matrix f2 of
  * p.k2 rows (kn) or columns (nk) in the weight's layout, read with bounds.
  */
-function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: boolean, cat: boolean, maxWorkgroupBytes: number): string {
+function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: boolean, cat: boolean, cVec: boolean, maxWorkgroupBytes: number): string {
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
@@ -215,6 +218,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   if (tilesPerPass === undefined) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: needs ${stagingBytes + subgroups * SM * SN * 4} bytes of workgroup memory, this adapter allows ${maxWorkgroupBytes}`);
   }
+  const hasEb = bKind === 'f16';
   const lines: string[] = [];
   const emit = (s: string): number => lines.push(s);
 
@@ -302,14 +306,26 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   }
   const mmaBlock = mma.join('\n    ');
 
-  // ---- epilogue: tiles through workgroup memory, tilesPerPass per barrier pair, scaled, bounds-checked ----
-  const epi: string[] = [];
+  // ---- epilogue: tiles through workgroup memory, tilesPerPass per barrier pair ----
+  // Each lane writes 4 adjacent columns of rows er and er + 8 of a staged tile, a vec4 at a
+  // time, its scale exponents fetched once, before the first pass. The scales are applied
+  // as products with powers of two (pow2), not with ldexp: on the H200 ldexp made the
+  // epilogue cost a quarter of an 8192x2048x2048 product.
+  if (s.subgroupSize !== 32 || SM !== 16 || SN !== 16) throw new Error('tensor-core epilogue: expects 16x16 matrices and subgroups of 32');
+  const epi: string[] = ['let er = lane / 4u;', 'let ec = (lane % 4u) * 4u;'];
+  for (let i = 0; i < t.tm; i++) for (const h of [0, 8]) epi.push(`let ea${i}_${h} = ea[m0 + aRow + ${i * SM + h}u + er];${hasEb ? '' : ` let f${i}_${h} = vec4f(pow2(-ea${i}_${h}));`}`);
+  if (hasEb) for (let j = 0; j < t.tn; j++) epi.push(`let eb${j} = vec4i(${[0, 1, 2, 3].map((c) => `eb[n0 + bCol + ${j * SN + c}u + ec]`).join(', ')});`);
   const tiles = Array.from({ length: t.tm * t.tn }, (_, q) => [Math.floor(q / t.tn), q % t.tn] as const);
   for (let q0 = 0; q0 < tiles.length; q0 += tilesPerPass) {
     const pass = tiles.slice(q0, q0 + tilesPerPass);
     pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, false, ${SN}u);`));
     epi.push('workgroupBarrier();');
-    pass.forEach(([i, j], e) => epi.push(`writeTile(cBase + ${e * SM * SN}u, lane, m0 + aRow + ${i * SM}u, n0 + bCol + ${j * SN}u, s);`));
+    for (const [e, [i, j]] of pass.entries()) {
+      for (const h of [0, 8]) {
+        epi.push(`{ let q = cBase + ${e * SM * SN + h * SN}u + er * ${SN}u + ec;
+    put(vec4f(sC[q], sC[q + 1u], sC[q + 2u], sC[q + 3u]), m0 + aRow + ${i * SM + h}u + er, n0 + bCol + ${j * SN}u + ec, ${hasEb ? `vec4f(${[0, 1, 2, 3].map((c) => `pow2(-ea${i}_${h} - eb${j}.${'xyzw'[c]})`).join(', ')})` : `f${i}_${h}`}, s); }`);
+      }
+    }
     epi.push('workgroupBarrier();');
   }
 
@@ -337,7 +353,6 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   }
   }`;
 
-  const hasEb = bKind === 'f16';
   const bBinding =
     bKind === 'f16'
       ? '@group(0) @binding(3) var<storage, read> b16: array<vec4u>;\n@group(0) @binding(4) var<storage, read> eb: array<i32>;'
@@ -358,7 +373,7 @@ ${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@gro
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
 ${bBinding}
 ${cat ? '@group(0) @binding(4) var<storage, read> f2: array<vec4u>;' : ''}
-@group(0) @binding(${cBinding}) var<storage, read_write> c: array<f32>;
+@group(0) @binding(${cBinding}) var<storage, read_write> c: array<${cVec ? 'vec4f' : 'f32'}>;
 
 ${aGlobal ? '' : `var<workgroup> sA: array<f16, ${bufs * sizeA}>;`}
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
@@ -369,19 +384,18 @@ fn bf16x2(w: u32) -> vec2<f16> {
   return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
 }
 ${vecB ? '' : wDtype === 'f16' ? wgslF16Reader('wAt', 'ws') : wgslBf16Reader('wAt', 'ws')}
-// Writes the ${SM}x${SN} tile staged at sC[base..] to C rows m.., columns n.. (of K slice s's
-// partial product with split-K), undoing the scales.
-fn writeTile(base: u32, lane: u32, m: u32, n: u32, s: u32) {
-  for (var e = lane; e < ${SM * SN}u; e += ${s.subgroupSize}u) {
-    let gm = m + e / ${SN}u;
-    let gn = n + e % ${SN}u;
-    if (gm < p.m && gn < p.n) {
-      var v = p.alpha * ldexp(sC[base + e], -ea[gm]${hasEb ? ' - eb[gn]' : ''});
-      let o = (s * p.m + gm) * p.n + gn;
-      if (p.accumulate != 0u) { v += c[o]; }
-      c[o] = v;
-    }
-  }
+${WGSL_POW2}
+// Writes 4 adjacent elements of C, row m, columns n.. (of K slice s's partial product with
+// split-K), undoing the scales: f = 2^−(ea+eb), exact since |ea|, |eb| <= 60 (f16_rows.ts).
+fn put(x: vec4f, m: u32, n: u32, f: vec4f, s: u32) {
+  if (m >= p.m) { return; }
+  let v = p.alpha * (x * f);
+  let o = (s * p.m + m) * p.n + n;
+${cVec ? `  if (n < p.n) {
+    var w = v;
+    if (p.accumulate != 0u) { w += c[o / 4u]; }
+    c[o / 4u] = w;
+  }` : rep4((k) => `  if (n + ${k}u < p.n) { var w = v[${k}]; if (p.accumulate != 0u) { w += c[o + ${k}u]; } c[o + ${k}u] = w; }`)}
 }
 
 @compute @workgroup_size(${TH})
@@ -465,10 +479,12 @@ function tcDispatch(
   const tilesM = ceilDiv(prod.m, bm);
   const tiles = tilesM * ceilDiv(prod.n, bn);
   const cat = b.f2 !== undefined;
-  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}${b.full ? '_full' : ''}${cat ? '_cat' : ''}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}`;
+  // C written a vec4 at a time where its rows are whole vec4s.
+  const cVec = prod.n % 4 === 0;
+  const key = `${b.kind}${b.kind === 'f16' ? '' : `_${b.dtype}${b.full ? '_full' : ''}${cat ? '_cat' : ''}`}_${tcTilingName(tiling)}_${s.shape.M}x${s.shape.N}x${s.shape.K}${cVec ? '_c4' : ''}`;
   const second = b.eb ?? b.f2;
   const kinds: BindingKind[] = ['uniform', 'read', 'read', 'read', ...(second ? (['read'] as const) : []), 'rw'];
-  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, b.full ?? false, cat, gpu.limits.maxComputeWorkgroupStorageSize));
+  const pipe = gpu.pipeline('matmulTc', key, kinds, () => tcWgsl(tiling, s, b.kind, b.dtype, b.full ?? false, cat, cVec, gpu.limits.maxComputeWorkgroupStorageSize));
   const u = uniforms([
     ['u32', prod.m],
     ['u32', prod.n],
