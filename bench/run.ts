@@ -34,9 +34,9 @@ const USAGE = `usage: npm run bench -- [options]
   --paths LIST       matmul paths timed: f32,tc (default both)
   --matmul MODE      matmul mode of the training steps: auto, f32 or tc (default auto)
   --tilings LIST     also time tensor-core tilings on the 1.5B frozen-weight products:
-                     WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from
-                     storage), each with the weight stored as bf16, as f16, and as the
-                     padded f16 copy that matmulF32 makes
+                     WMxWNxTMxTNxBK with an optional suffix d (double-buffered), each with
+                     the weight stored as bf16, as f16, and as the padded f16 copy that
+                     matmulF32 makes
   --tc-tiling NAME   one tensor-core tiling for every product of the matmul table and the training
                      steps (default: 2x4x4x4x32, and 8x1x1x4x32 for products at most 128 wide)
   --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:

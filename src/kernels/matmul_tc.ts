@@ -7,11 +7,9 @@
  * (f16 as stored, bf16 rounded to f16 in the shader), or op(B)ᵀ's scaled f16 copy [Np, Kp].
  * Each workgroup stages BM×BK of A and BN×BK of B through workgroup memory (the next
  * tile is fetched into registers while this one is multiplied) and its subgroups each
- * own TM×TN matrix tiles of the BM×BN output. Options of the tiling: `double` keeps two
+ * own TM×TN matrix tiles of the BM×BN output. The tiling's option `double` keeps two
  * staging buffers, so one barrier per K step suffices (the next step's stores go to the
- * other buffer); `aGlobal` loads A's matrices straight from the f16 copy in storage
- * (padded, so never out of bounds), leaving workgroup memory and its scalar f16 stores to
- * B alone. Matrix load offsets come from subgroup_id, which is uniform across each
+ * other buffer). Matrix load offsets come from subgroup_id, which is uniform across each
  * subgroup though WGSL's analysis cannot prove it, hence the diagnostic directive.
  */
 import type { GpuRuntime } from '../gpu/device.js';
@@ -37,21 +35,19 @@ export interface TcTiling {
   bk: number;
   /** Two staging buffers, one barrier per K step. */
   double?: boolean;
-  /** A's matrices loaded from storage, not staged. */
-  aGlobal?: boolean;
 }
 
-/** WMxWNxTMxTNxBK with optional suffixes d (double) and g (aGlobal), e.g. 2x2x4x4x32dg. */
+/** WMxWNxTMxTNxBK with an optional suffix d (double), e.g. 2x2x4x4x32d. */
 export function parseTcTiling(s: string): TcTiling {
-  const m = /^(\d+)x(\d+)x(\d+)x(\d+)x(\d+)([dg]*)$/.exec(s);
+  const m = /^(\d+)x(\d+)x(\d+)x(\d+)x(\d+)(d?)$/.exec(s);
   const nums = m ? m.slice(1, 6).map(Number) : [];
-  if (!m || !nums.every((v) => v > 0)) throw new Error(`tensor-core tiling ${s}: expected WMxWNxTMxTNxBK with optional suffixes d (double-buffered) and g (A from storage), e.g. 2x2x4x4x32dg`);
+  if (!m || !nums.every((v) => v > 0)) throw new Error(`tensor-core tiling ${s}: expected WMxWNxTMxTNxBK with an optional suffix d (double-buffered), e.g. 2x2x4x4x32d`);
   const [wm, wn, tm, tn, bk] = nums;
-  return { wm, wn, tm, tn, bk, double: m[6].includes('d'), aGlobal: m[6].includes('g') };
+  return { wm, wn, tm, tn, bk, double: m[6] === 'd' };
 }
 
 export function tcTilingName(t: TcTiling): string {
-  return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}${t.aGlobal ? 'g' : ''}`;
+  return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}`;
 }
 
 // 2×4 subgroups of 4×4 tiles (128×256 per workgroup): the fastest of the twenty tilings
@@ -198,14 +194,13 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   const kn = bKind === 'kn' || bKind === 'kn-s';
   const LDB = kn ? BN + 8 : BK + 8;
   const vecB = bKind === 'nk' || bKind === 'kn' || bKind === 'f16';
-  const aGlobal = t.aGlobal ?? false;
   const bufs = t.double ? 2 : 1;
-  const aUnits = aGlobal ? 0 : (BM * BK) / 8 / TH;
+  const aUnits = (BM * BK) / 8 / TH;
   const bUnits = vecB ? (BN * BK) / 8 / TH : (BN * BK) / TH;
   if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
   }
-  const sizeA = aGlobal ? 0 : BM * LDA;
+  const sizeA = BM * LDA;
   const sizeB = kn ? BK * LDB : BN * LDB;
   const subgroups = TH / s.subgroupSize;
   const stagingBytes = bufs * (sizeA + sizeB) * 2;
@@ -226,15 +221,15 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // A weight's loads past its edge read a clamped (valid) address and are then zeroed. A
   // weight of whole tiles is read with no bound at all, like the padded copies: on the H200
   // the bounded loads (branch or clamp alike) cost a fifth of the product's speed.
-  const loadA = Array.from({ length: aUnits }, (_, j) => {
-    const u = `(li + ${j * TH}u)`;
-    return `ra${j} = a16[((m0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
-  });
+  // The f16 copies are in 8×8 blocks (f16_rows.ts): chunk c of row r of a staged tile is
+  // vec4u ((r / 8)·Kp/8 + c)·8 + r % 8, which a warp's 8 rows × 4 chunks read contiguously.
+  const blocked = (row: string, u: string): string => `a16b(${row} + ${u} / ${BK / 8}u, k0 / 8u + ${u} % ${BK / 8}u)`;
+  const loadA = Array.from({ length: aUnits }, (_, j) => `ra${j} = a16[${blocked('m0', `(li + ${j * TH}u)`)}];`);
   const loadB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
-        return `rb${j} = b16[((n0 + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u];`;
+        return `rb${j} = b16[${blocked('n0', u)}];`;
       case 'nk':
         if (full) return `rb${j} = wv[((n0 + ${u} / ${BK / 8}u) * p.k + k0) / 8u + ${u} % ${BK / 8}u];`;
         return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
@@ -289,11 +284,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   for (let kk = 0; kk < BK; kk += SK) {
     mma.push('{');
     for (let i = 0; i < t.tm; i++) {
-      mma.push(
-        aGlobal
-          ? `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&a16h, (m0 + aRow + ${i * SM}u) * p.kp + kt + ${kk}u, false, p.kp);`
-          : `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, sAo + (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`,
-      );
+      mma.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, sAo + (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`);
     }
     for (let j = 0; j < t.tn; j++) {
       const off = kn ? `sBo + ${kk * LDB}u + bCol + ${j * SN}u` : `sBo + (bCol + ${j * SN}u) * ${LDB}u + ${kk}u`;
@@ -361,7 +352,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
         : '@group(0) @binding(3) var<storage, read> ws: array<u32>;';
   const cBinding = hasEb || cat ? 5 : 4;
   const bRegType = vecB ? 'vec4u' : 'f32';
-  const swap = `${aGlobal ? '' : `sAo = ${sizeA}u - sAo; `}sBo = ${sizeB}u - sBo;`;
+  const swap = `sAo = ${sizeA}u - sAo; sBo = ${sizeB}u - sBo;`;
   emit(`diagnostic(off, chromium.subgroup_matrix_uniformity);
 enable f16;
 enable subgroups;
@@ -369,16 +360,18 @@ enable chromium_experimental_subgroup_matrix;
 
 struct P { m: u32, n: u32, k: u32, kp: u32, tilesM: u32, tiles: u32, alpha: f32, accumulate: u32, kChunk: u32, k2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${aGlobal ? '@group(0) @binding(1) var<storage, read> a16h: array<f16>;' : '@group(0) @binding(1) var<storage, read> a16: array<vec4u>;'}
+@group(0) @binding(1) var<storage, read> a16: array<vec4u>;
 @group(0) @binding(2) var<storage, read> ea: array<i32>;
 ${bBinding}
 ${cat ? '@group(0) @binding(4) var<storage, read> f2: array<vec4u>;' : ''}
 @group(0) @binding(${cBinding}) var<storage, read_write> c: array<${cVec ? 'vec4f' : 'f32'}>;
 
-${aGlobal ? '' : `var<workgroup> sA: array<f16, ${bufs * sizeA}>;`}
+var<workgroup> sA: array<f16, ${bufs * sizeA}>;
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
 var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
 
+// vec4u (8 f16) of chunk c of row r of an f16 copy, in its 8×8 blocks (f16_rows.ts).
+fn a16b(r: u32, c: u32) -> u32 { return ((r / 8u) * (p.kp / 8u) + c) * 8u + r % 8u; }
 // bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
 fn bf16x2(w: u32) -> vec2<f16> {
   return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
@@ -417,7 +410,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   ${tiles.map(([i, j]) => `var ${acc(i, j)} = subgroup_matrix_result<f32, ${SN}, ${SM}>();`).join('\n  ')}
   ${Array.from({ length: aUnits }, (_, j) => `var ra${j}: vec4u;`).join(' ')}
   ${Array.from({ length: bUnits }, (_, j) => `var rb${j}: ${bRegType};`).join(' ')}
-  ${aGlobal ? '' : 'var sAo = 0u;'}
+  var sAo = 0u;
   var sBo = 0u;
   var k0 = kBeg;
   ${cat ? `${kLoop('kBeg', 'min(kEnd, p.k)', loadB, storeB)}
