@@ -10,9 +10,9 @@ function refExponent(max: number): number {
   return Math.max(-60, Math.min(60, 14 - Math.floor(Math.log2(max))));
 }
 
-// [R, K, Rp, Kp]: single elements, partial tiles, padding on both sides. For 'rows': K or
-// Kp not a multiple of 4 (scalar loads or stores), several quads per invocation, and K past
-// the 16384 held in registers (the row read twice).
+// [R, K, Rp, Kp]: single elements, partial tiles and blocks, padding on both sides. For
+// 'rows': K not a multiple of 4 (scalar loads and stores), several quads per invocation,
+// and K past the 16384 held in registers (the row read twice).
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 16, 32],
   [17, 129, 32, 160],
