@@ -41,12 +41,16 @@ export function f16BlockedIndex(r: number, k: number, kp: number): number {
   return (Math.floor(r / 8) * (kp / 8) + Math.floor(k / 8)) * 64 + (r % 8) * 8 + (k % 8);
 }
 
+/** WGSL f16Chunk(r, c, kp): where chunk c (columns 8c..8c+7) of row r of a copy lies, in chunks (f16BlockedIndex / 8). */
+export const WGSL_F16_CHUNK = 'fn f16Chunk(r: u32, c: u32, kp: u32) -> u32 { return ((r / 8u) * (kp / 8u) + c) * 8u + r % 8u; }';
+
 // k1: the columns from x (k for a single source); the rest, to k, are scale·x2's. at() is
 // f16BlockedIndex.
 const WGSL_PARAMS = /* wgsl */ `
 struct P { r: u32, k: u32, rp: u32, kp: u32, k1: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-fn at(r: u32, k: u32) -> u32 { return ((r / 8u) * (p.kp / 8u) + k / 8u) * 64u + (r % 8u) * 8u + k % 8u; }`;
+${WGSL_F16_CHUNK}
+fn at(r: u32, k: u32) -> u32 { return f16Chunk(r, k / 8u, p.kp) * 8u + k % 8u; }`;
 
 
 /** Quads (4 columns) per invocation kept in registers from the max to the copy: Kp <= 16384 at WG 256. */

@@ -16,7 +16,7 @@ import type { GpuRuntime } from '../gpu/device.js';
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { narrowF16 } from './elementwise.js';
-import { f16Rows, type F16Append, type F16Layout } from './f16_rows.js';
+import { f16Rows, WGSL_F16_CHUNK, type F16Append, type F16Layout } from './f16_rows.js';
 import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG, WGSL_POW2 } from './common.js';
 
 /** A subgroup-matrix configuration: left M×K times right K×N. */
@@ -175,9 +175,6 @@ export function stagingBankConflicts(chunks: number, ld: number, threads: number
   return worst;
 }
 
-/** `f(0) … f(3)` on lines. */
-const rep4 = (f: (k: number) => string): string => [0, 1, 2, 3].map(f).join('\n');
-
 /** A word of two f16 as they are. */
 const F16X2 = 'bitcast<vec2<f16>>';
 
@@ -221,9 +218,9 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // A weight's loads past its edge read a clamped (valid) address and are then zeroed. A
   // weight of whole tiles is read with no bound at all, like the padded copies: on the H200
   // the bounded loads (branch or clamp alike) cost a fifth of the product's speed.
-  // The f16 copies are in 8×8 blocks (f16_rows.ts): chunk c of row r of a staged tile is
-  // vec4u ((r / 8)·Kp/8 + c)·8 + r % 8, which a warp's 8 rows × 4 chunks read contiguously.
-  const blocked = (row: string, u: string): string => `a16b(${row} + ${u} / ${BK / 8}u, k0 / 8u + ${u} % ${BK / 8}u)`;
+  // The f16 copies are in 8×8 blocks (f16_rows.ts), read a chunk (a vec4u) at a time: a
+  // warp's 8 rows × 4 chunks are contiguous.
+  const blocked = (row: string, u: string): string => `f16Chunk(${row} + ${u} / ${BK / 8}u, k0 / 8u + ${u} % ${BK / 8}u, p.kp)`;
   const loadA = Array.from({ length: aUnits }, (_, j) => `ra${j} = a16[${blocked('m0', `(li + ${j * TH}u)`)}];`);
   const loadB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
@@ -370,8 +367,7 @@ var<workgroup> sA: array<f16, ${bufs * sizeA}>;
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
 var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
 
-// vec4u (8 f16) of chunk c of row r of an f16 copy, in its 8×8 blocks (f16_rows.ts).
-fn a16b(r: u32, c: u32) -> u32 { return ((r / 8u) * (p.kp / 8u) + c) * 8u + r % 8u; }
+${WGSL_F16_CHUNK}
 // bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
 fn bf16x2(w: u32) -> vec2<f16> {
   return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
@@ -388,7 +384,7 @@ ${cVec ? `  if (n < p.n) {
     var w = v;
     if (p.accumulate != 0u) { w += c[o / 4u]; }
     c[o / 4u] = w;
-  }` : rep4((k) => `  if (n + ${k}u < p.n) { var w = v[${k}]; if (p.accumulate != 0u) { w += c[o + ${k}u]; } c[o + ${k}u] = w; }`)}
+  }` : [0, 1, 2, 3].map((k) => `  if (n + ${k}u < p.n) { var w = v[${k}]; if (p.accumulate != 0u) { w += c[o + ${k}u]; } c[o + ${k}u] = w; }`).join('\n')}
 }
 
 @compute @workgroup_size(${TH})
