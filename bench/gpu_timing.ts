@@ -31,6 +31,13 @@ async function measure(gpu: GpuRuntime, record: () => void, reps: number): Promi
   return { ms, byKernel };
 }
 
+/** Milliseconds per call spent in the kernels whose labels start with `prefix` (e.g. 'matmulTc'). */
+export function kernelMs(t: GpuTime, prefix: string): number {
+  return Object.entries(t.byKernel)
+    .filter(([k]) => k.startsWith(prefix))
+    .reduce((x, [, v]) => x + v, 0);
+}
+
 /**
  * Keeps the GPU busy with `record` for about `ms` of wall time: its clocks drop while the
  * host builds inputs, and without this a first H200 run read the same kernels up to 4×

@@ -10,7 +10,7 @@ import { widenBf16 } from '../src/kernels/elementwise.js';
 import { matmulTcF32, matmulTcWeight, parseTcTiling } from '../src/kernels/matmul_tc.js';
 import { bf16ToF16 } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
-import { gpuTime } from './gpu_timing.js';
+import { gpuTime, kernelMs } from './gpu_timing.js';
 import { flops, type MatmulShape } from './layouts.js';
 import { tiled } from './random.js';
 
@@ -87,7 +87,7 @@ export async function benchMatmuls(
         setMatmulMode(gpu, path);
         try {
           const t = await gpuTime(gpu, () => record(gpu, s, o));
-          const convertMs = Object.entries(t.byKernel).filter(([k]) => k.startsWith('f16Rows')).reduce((x, [, v]) => x + v, 0);
+          const convertMs = kernelMs(t, 'f16Rows');
           res.paths[path] = { ms: t.ms, tflops: flops(s) / t.ms / 1e9, ...(convertMs > 0 ? { convertMs } : {}) };
         } catch (e) {
           res.paths[path] = { skipped: `failed: ${(e as Error).message.split('\n')[0]}` };
@@ -145,7 +145,7 @@ export async function benchTilings(gpu: GpuRuntime, shapes: readonly MatmulShape
           log(`  tiling ${name} (B ${b}) failed: ${(e as Error).message.split('\n')[0]}`);
           continue;
         }
-        const ms = Object.entries(t.byKernel).filter(([k]) => k.startsWith('matmulTc')).reduce((x, [, v]) => x + v, 0);
+        const ms = kernelMs(t, 'matmulTc');
         const r = { shape: `${s.what} ${s.m}x${s.n}x${s.k}`, tiling: name, b, ms, tflops: flops(s) / ms / 1e9 };
         log(`  tiling ${name.padEnd(12)} B ${b.padEnd(4)} ${r.shape.padEnd(40)} ${r.tflops.toFixed(1)} TFLOP/s (product kernel only)`);
         out.push(r);

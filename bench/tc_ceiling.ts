@@ -12,7 +12,7 @@ import { grid1d, uniforms, WGSL_LINEAR_WG } from '../src/kernels/common.js';
 import { matmulTcWeight, stagingStore, TC_TILING, tcSupport, type TcTiling } from '../src/kernels/matmul_tc.js';
 import { f32ToF16Bits } from '../src/gpu/tensor.js';
 import { Rng } from '../src/util/rng.js';
-import { gpuTime } from './gpu_timing.js';
+import { gpuTime, kernelMs } from './gpu_timing.js';
 
 /** What a probe's K step does besides its multiplies. */
 interface Probe {
@@ -141,9 +141,7 @@ for (const [m, n, k] of [
   for (const [what, draw] of weights) {
     const w = gpu.upload(Uint16Array.from({ length: n * k }, () => draw(k)), [n, k], 'f16', 'W');
     const time = await gpuTime(gpu, () => matmulTcWeight(gpu, a, w, c, { m, n, k, alpha: 1, accumulate: false, transA: false, transW: true }, TC_TILING));
-    const ms = Object.entries(time.byKernel)
-      .filter(([kk]) => kk.startsWith('matmulTc'))
-      .reduce((x, [, v]) => x + v, 0);
+    const ms = kernelMs(time, 'matmulTc');
     console.log(`product ${m}x${n}x${k}, ${what}: ${((2 * m * n * k) / ms / 1e9).toFixed(1)} TFLOP/s (${ms.toFixed(3)} ms, product kernel only)`);
     gpu.free(w);
   }

@@ -8,7 +8,7 @@ import { acquireGpu } from '../src/gpu/device.js';
 import { f32ToF16Bits } from '../src/gpu/tensor.js';
 import { matmulTcWeight, tcSupport } from '../src/kernels/matmul_tc.js';
 import { Rng } from '../src/util/rng.js';
-import { gpuTime } from './gpu_timing.js';
+import { gpuTime, kernelMs } from './gpu_timing.js';
 import { tiled } from './random.js';
 
 const gpu = await acquireGpu({ profile: true });
@@ -24,7 +24,7 @@ for (const [m, n, k] of shapes) {
     const w = gpu.upload(bits, transW ? [n, k] : [k, n], 'f16', 'W');
     // A long warm-up: the clocks drop while the host builds the inputs.
     const t = await gpuTime(gpu, () => matmulTcWeight(gpu, a, w, c, { m, n, k, alpha: 1, accumulate: false, transA: false, transW }), 150, 200, 800);
-    const ms = Object.entries(t.byKernel).filter(([x]) => x.startsWith('matmulTc')).reduce((x, [, v]) => x + v, 0);
+    const ms = kernelMs(t, 'matmulTc');
     console.log(`${m}x${n}x${k} ${transW ? 'nk' : 'kn'}: ${(ms * 1000).toFixed(1)} us, ${((2 * m * n * k) / ms / 1e9).toFixed(0)} TFLOP/s`);
     gpu.free(w);
   }

@@ -295,13 +295,19 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   const mmaBlock = mma.join('\n    ');
 
   // ---- epilogue: tiles through workgroup memory, tilesPerPass per barrier pair ----
-  // Each lane writes 4 adjacent columns of rows er and er + 8 of a staged tile, a vec4 at a
-  // time, its scale exponents fetched once, before the first pass. The scales are applied
-  // as products with powers of two (pow2), not with ldexp: on the H200 ldexp made the
-  // epilogue cost a quarter of an 8192x2048x2048 product.
-  if (s.subgroupSize !== 32 || SM !== 16 || SN !== 16) throw new Error('tensor-core epilogue: expects 16x16 matrices and subgroups of 32');
-  const epi: string[] = ['let er = lane / 4u;', 'let ec = (lane % 4u) * 4u;'];
-  for (let i = 0; i < t.tm; i++) for (const h of [0, 8]) epi.push(`let ea${i}_${h} = ea[m0 + aRow + ${i * SM + h}u + er];${hasEb ? '' : ` let f${i}_${h} = vec4f(pow2(-ea${i}_${h}));`}`);
+  // Each lane writes 4 adjacent columns of rows er, er + rowsPer, … of a staged tile, a vec4
+  // at a time, its scale exponents fetched once, before the first pass (rows 0 and 8 of
+  // 16×16 tiles in subgroups of 32). The scales are applied as products with powers of two
+  // (pow2), not with ldexp: on the H200 ldexp made the epilogue cost a quarter of an
+  // 8192x2048x2048 product.
+  const rowLanes = SN / 4;
+  const rowsPer = s.subgroupSize / rowLanes;
+  if (!Number.isInteger(rowLanes) || !Number.isInteger(rowsPer) || SM % rowsPer !== 0) {
+    throw new Error(`tensor-core epilogue: ${SM}x${SN} matrices in subgroups of ${s.subgroupSize} do not split into rows of 4-column vectors`);
+  }
+  const halves = Array.from({ length: SM / rowsPer }, (_, n) => n * rowsPer);
+  const epi: string[] = [`let er = lane / ${rowLanes}u;`, `let ec = (lane % ${rowLanes}u) * 4u;`];
+  for (let i = 0; i < t.tm; i++) for (const h of halves) epi.push(`let ea${i}_${h} = ea[m0 + aRow + ${i * SM + h}u + er];${hasEb ? '' : ` let f${i}_${h} = vec4f(pow2(-ea${i}_${h}));`}`);
   if (hasEb) for (let j = 0; j < t.tn; j++) epi.push(`let eb${j} = vec4i(${[0, 1, 2, 3].map((c) => `eb[n0 + bCol + ${j * SN + c}u + ec]`).join(', ')});`);
   const tiles = Array.from({ length: t.tm * t.tn }, (_, q) => [Math.floor(q / t.tn), q % t.tn] as const);
   for (let q0 = 0; q0 < tiles.length; q0 += tilesPerPass) {
@@ -309,7 +315,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
     pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, false, ${SN}u);`));
     epi.push('workgroupBarrier();');
     for (const [e, [i, j]] of pass.entries()) {
-      for (const h of [0, 8]) {
+      for (const h of halves) {
         epi.push(`{ let q = cBase + ${e * SM * SN + h * SN}u + er * ${SN}u + ec;
     put(vec4f(sC[q], sC[q + 1u], sC[q + 2u], sC[q + 3u]), m0 + aRow + ${i * SM + h}u + er, n0 + bCol + ${j * SN}u + ec, ${hasEb ? `vec4f(${[0, 1, 2, 3].map((c) => `pow2(-ea${i}_${h} - eb${j}.${'xyzw'[c]})`).join(', ')})` : `f${i}_${h}`}, s); }`);
       }
