@@ -8,7 +8,7 @@
  */
 import { acquireGpu } from '../src/gpu/device.js';
 import { f16BitsToF32, f32ToF16Bits } from '../src/gpu/tensor.js';
-import { f16BlockedIndex, f16Rows } from '../src/kernels/f16_rows.js';
+import { f16Rows } from '../src/kernels/f16_rows.js';
 import { matmulF32, setMatmulMode } from '../src/kernels/matmul.js';
 import { tcSupport } from '../src/kernels/matmul_tc.js';
 import { Rng } from '../src/util/rng.js';
@@ -32,7 +32,7 @@ for (let i = 0; i < R; i++) {
     if (f16BitsToF32(near) === v) continue;
     counts.inexact++;
     const trunc = Math.abs(f16BitsToF32(near)) > Math.abs(v) ? near - 1 : near;
-    const got = bits[f16BlockedIndex(i, j, K)];
+    const got = bits[i * K + j];
     if (got === near) counts.nearest++;
     else if (got === trunc) counts.towardZero++;
     else counts.other++;

@@ -5,10 +5,8 @@
  * row's largest magnitude lands in [2^14, 2^15): f16's range is narrow (gradients of
  * 1e-9 would flush to zero, activations above 65504 would overflow) but a
  * power-of-two scale is exact, and the matmul undoes it on its f32 result.
- * The copy is [Rp, Kp] (padding rows and columns written as zero) in 8×8 blocks: element
- * (r, k) at f16BlockedIndex(r, k, Kp), so the 8 rows × 4 chunks of 8 that a warp of the
- * tensor-core kernel fetches are 512 contiguous bytes (row-major, they were eight 64-byte
- * pieces). Exponents e [Rp] (0 on padding rows). A 'rows' copy may append a second matrix's rows
+ * The copy is [Rp, Kp] row-major (padding rows and columns written as zero) with
+ * exponents e [Rp] (0 on padding rows). A 'rows' copy may append a second matrix's rows
  * scaled by a constant, [X | s·X2], under one exponent per row: the operand of a product
  * whose K is two segments (a frozen weight's and its LoRA factor's, matmul_tc.ts).
  */
@@ -36,21 +34,10 @@ fn rowExponent(mx: f32) -> i32 {
 }
 ${WGSL_POW2}`;
 
-/** Where element (r, k) of an [Rp, Kp] copy lies: 8×8 blocks, row-major within and between them. */
-export function f16BlockedIndex(r: number, k: number, kp: number): number {
-  return (Math.floor(r / 8) * (kp / 8) + Math.floor(k / 8)) * 64 + (r % 8) * 8 + (k % 8);
-}
-
-/** WGSL f16Chunk(r, c, kp): where chunk c (columns 8c..8c+7) of row r of a copy lies, in chunks (f16BlockedIndex / 8). */
-export const WGSL_F16_CHUNK = 'fn f16Chunk(r: u32, c: u32, kp: u32) -> u32 { return ((r / 8u) * (kp / 8u) + c) * 8u + r % 8u; }';
-
-// k1: the columns from x (k for a single source); the rest, to k, are scale·x2's. at() is
-// f16BlockedIndex.
+// k1: the columns from x (k for a single source); the rest, to k, are scale·x2's.
 const WGSL_PARAMS = /* wgsl */ `
 struct P { r: u32, k: u32, rp: u32, kp: u32, k1: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-${WGSL_F16_CHUNK}
-fn at(r: u32, k: u32) -> u32 { return f16Chunk(r, k / 8u, p.kp) * 8u + k % 8u; }`;
+@group(0) @binding(0) var<uniform> p: P;`;
 
 
 /** Quads (4 columns) per invocation kept in registers from the max to the copy: Kp <= 16384 at WG 256. */
@@ -122,9 +109,10 @@ ${
 fn store4(row: u32, q: u32, v: vec4f) {
 ${
   vec
-    ? `  if (q < p.kp / 4u) { out[at(row, 4u * q) / 4u] = vec2u(pack2x16float(v.xy), pack2x16float(v.zw)); }`
-    : `  if (4u * q < p.kp) { out[at(row, 4u * q) / 2u] = pack2x16float(v.xy); }
-  if (4u * q + 2u < p.kp) { out[at(row, 4u * q + 2u) / 2u] = pack2x16float(v.zw); }`
+    ? `  if (q < p.kp / 4u) { out[row * (p.kp / 4u) + q] = vec2u(pack2x16float(v.xy), pack2x16float(v.zw)); }`
+    : `  let half = p.kp / 2u;
+  if (2u * q < half) { out[row * half + 2u * q] = pack2x16float(v.xy); }
+  if (2u * q + 1u < half) { out[row * half + 2u * q + 1u] = pack2x16float(v.zw); }`
 }
 }
 fn absMax(v: vec4f) -> f32 {
@@ -220,17 +208,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
   }
   workgroupBarrier();
   let half = p.kp / 2u;
-  // Word pp (columns 2pp, 2pp+1) of tile row rr, in the copy's block order: 32 invocations
-  // fill one 8×8 block, and a tile row of blocks is contiguous.
   for (var j = 0u; j < ${(TC * TK) / 2 / WG}u; j++) {
     let idx = li + j * ${WG}u;
-    let rr = (idx / ${(TK / 2) * 8}u) * 8u + (idx / 4u) % 8u;
-    let pp = ((idx / 32u) % ${TK / 8}u) * 4u + idx % 4u;
+    let rr = idx / ${TK / 2}u;
+    let pp = idx % ${TK / 2}u;
     let w = k0 / 2u + pp;
     if (c0 + rr < p.rp && w < half) {
       let s = ex[rr];
       let v = vec2f(tile[2u * pp * ${TC + 1}u + rr], tile[(2u * pp + 1u) * ${TC + 1}u + rr]) * pow2(s);
-      out[at(c0 + rr, 2u * w) / 2u] = pack2x16float(v);
+      out[(c0 + rr) * half + w] = pack2x16float(v);
     }
   }
 }`;
@@ -242,8 +228,8 @@ export interface F16Append {
 }
 
 /**
- * out [Rp, Kp] (f16, 8×8 blocks) = op(x) · 2^e row by row, e [Rp] (i32) the per-row exponents.
- * Rp >= R and Kp >= K, both multiples of 8, the padding written as zero. With `append`
+ * out [Rp, Kp] (f16) = op(x) · 2^e row by row, e [Rp] (i32) the per-row exponents.
+ * Kp must be even; Rp >= R and Kp >= K, the padding written as zero. With `append`
  * (layout 'rows', x [R, K1] and append.x [R, K2], K1 and K2 multiples of 4) the rows
  * are [x | scale·append.x], K = K1 + K2, each under one exponent.
  */
@@ -261,8 +247,8 @@ export function f16Rows(gpu: GpuRuntime, x: Tensor, layout: F16Layout, out: Tens
   }
   if (out.dtype !== 'f16' || out.shape.length !== 2) throw new Error(`${op}: ${describe(out)} should be a 2-D f16 matrix`);
   const [rp, kp] = out.shape;
-  if (rp < r || kp < k || rp % 8 !== 0 || kp % 8 !== 0) {
-    throw new Error(`${op}: ${describe(out)} should be [Rp >= ${r}, Kp >= ${k}], both multiples of 8 (its 8×8 blocks), for op(${describe(x)}) read as ${layout}${append ? ` with ${describe(append.x)} appended` : ''}`);
+  if (rp < r || kp < k || kp % 2 !== 0) {
+    throw new Error(`${op}: ${describe(out)} should be [Rp >= ${r}, even Kp >= ${k}] for op(${describe(x)}) read as ${layout}${append ? ` with ${describe(append.x)} appended` : ''}`);
   }
   if (exps.dtype !== 'i32' || exps.shape.length !== 1 || exps.shape[0] !== rp) {
     throw new Error(`${op}: ${describe(exps)} should be i32 [${rp}]`);

@@ -16,7 +16,7 @@ import type { GpuRuntime } from '../gpu/device.js';
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { narrowF16 } from './elementwise.js';
-import { f16Rows, WGSL_F16_CHUNK, type F16Append, type F16Layout } from './f16_rows.js';
+import { f16Rows, type F16Append, type F16Layout } from './f16_rows.js';
 import { ceilDiv, grid1d, uniforms, wgslBf16Reader, wgslF16Reader, WGSL_LINEAR_WG, WGSL_POW2 } from './common.js';
 
 /** A subgroup-matrix configuration: left M×K times right K×N. */
@@ -218,15 +218,16 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // A weight's loads past its edge read a clamped (valid) address and are then zeroed. A
   // weight of whole tiles is read with no bound at all, like the padded copies: on the H200
   // the bounded loads (branch or clamp alike) cost a fifth of the product's speed.
-  // The f16 copies are in 8×8 blocks (f16_rows.ts), read a chunk (a vec4u) at a time: a
-  // warp's 8 rows × 4 chunks are contiguous.
-  const blocked = (row: string, u: string): string => `f16Chunk(${row} + ${u} / ${BK / 8}u, k0 / 8u + ${u} % ${BK / 8}u, p.kp)`;
-  const loadA = Array.from({ length: aUnits }, (_, j) => `ra${j} = a16[${blocked('m0', `(li + ${j * TH}u)`)}];`);
+  // The f16 copies are read a chunk (a vec4u, 8 f16) at a time. (Laid out in 8×8 blocks, so
+  // that a warp's 8 rows × 4 chunks were contiguous, they made this kernel faster alone
+  // but their copies slower, and a 1.5B step 18 ms slower: bench/RESULTS.md, tenth pass.)
+  const chunk = (row: string, u: string): string => `((${row} + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u`;
+  const loadA = Array.from({ length: aUnits }, (_, j) => `ra${j} = a16[${chunk('m0', `(li + ${j * TH}u)`)}];`);
   const loadB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
     switch (bKind) {
       case 'f16':
-        return `rb${j} = b16[${blocked('n0', u)}];`;
+        return `rb${j} = b16[${chunk('n0', u)}];`;
       case 'nk':
         if (full) return `rb${j} = wv[((n0 + ${u} / ${BK / 8}u) * p.k + k0) / 8u + ${u} % ${BK / 8}u];`;
         return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
@@ -373,7 +374,6 @@ var<workgroup> sA: array<f16, ${bufs * sizeA}>;
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
 var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
 
-${WGSL_F16_CHUNK}
 // bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
 fn bf16x2(w: u32) -> vec2<f16> {
   return vec2<f16>(f16(bitcast<f32>(w << 16u)), f16(bitcast<f32>(w & 0xffff0000u)));
