@@ -155,6 +155,17 @@ function matmulWgsl({ transA, transB, bDtype }: Spec, split: boolean, t: F32Tile
         : /* wgsl */ `
 fn readB(i: u32) -> f32 { return b[i]; }
 `;
+  // The next K step's tile is fetched into registers (RA and RB elements per thread) while
+  // this one is multiplied: with the few workgroups per SM of the split LoRA products
+  // nothing else hid the loads' latency (on the H200 they took 54.2 ms of a 1.5B step
+  // instead of 65.7: bench/RESULTS.md, tenth pass).
+  const RA = (BM * BK) / THREADS;
+  const RB = (BN * BK) / THREADS;
+  const each = (n: number, tile: string, f: (r: number) => string): string =>
+    Array.from({ length: n }, (_, r) => `{ let e = li + ${r * THREADS}u; ${tile} ${f(r)} }`).join('\n    ');
+  const fetch = (k0: string): string =>
+    [each(RA, aTile, (r) => `ra${r} = loadA(m0 + mm, ${k0} + kk, kEnd);`), each(RB, bTile, (r) => `rb${r} = loadB(${k0} + kk, n0 + nn, kEnd);`)].join('\n    ');
+  const stage = [each(RA, aTile, (r) => `sa[kk * ${SA / 4}u + mm / 4u][mm % 4u] = ra${r};`), each(RB, bTile, (r) => `sb[kk * ${SB / 4}u + nn / 4u][nn % 4u] = rb${r};`)].join('\n    ');
   const av = (q: number): string => `a${q >> 2}.${'xyzw'[q & 3]}`;
   const body: string[] = [];
   for (let q = 0; q < RM / 4; q++) body.push(`let a${q} = sa[kk * ${SA / 4}u + lid.y * ${RM / 4}u + ${q}u];`);
@@ -211,18 +222,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and ${RN} consecutive columns from
   // x·${RN}: its operands are whole vec4s of the staged tiles.
   ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
+  ${[...Array.from({ length: RA }, (_, r) => `var ra${r}: f32;`), ...Array.from({ length: RB }, (_, r) => `var rb${r}: f32;`)].join(' ')}
+  if (kBeg < kEnd) {
+    ${fetch('kBeg')}
+  }
   for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
-    for (var r = 0u; r < ${(BM * BK) / THREADS}u; r++) {
-      let e = li + r * ${THREADS}u;
-      ${aTile}
-      sa[kk * ${SA / 4}u + mm / 4u][mm % 4u] = loadA(m0 + mm, k0 + kk, kEnd);
-    }
-    for (var r = 0u; r < ${(BN * BK) / THREADS}u; r++) {
-      let e = li + r * ${THREADS}u;
-      ${bTile}
-      sb[kk * ${SB / 4}u + nn / 4u][nn % 4u] = loadB(k0 + kk, n0 + nn, kEnd);
-    }
+    ${stage}
     workgroupBarrier();
+    if (k0 + ${BK}u < kEnd) {
+      ${fetch(`k0 + ${BK}u`)}
+    }
     for (var kk = 0u; kk < ${BK}u; kk++) {
       ${body.join('\n      ')}
     }
