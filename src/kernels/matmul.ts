@@ -169,13 +169,13 @@ fn readB(i: u32) -> f32 { return b[i]; }
   const av = (q: number): string => `a${q >> 2}.${'xyzw'[q & 3]}`;
   const body: string[] = [];
   for (let q = 0; q < RM / 4; q++) body.push(`let a${q} = sa[kk * ${SA / 4}u + lid.y * ${RM / 4}u + ${q}u];`);
-  for (let q = 0; q < RN / 4; q++) body.push(`let b${q} = sb[kk * ${SB / 4}u + lid.x * ${RN / 4}u + ${q}u];`);
+  for (let q = 0; q < RN / 4; q++) body.push(`let b${q} = sb[kk * ${SB / 4}u + ${q * TX}u + lid.x];`);
   for (let i = 0; i < RM; i++) for (let q = 0; q < RN / 4; q++) body.push(`acc${i}_${q} = fma(vec4f(${av(i)}), b${q}, acc${i}_${q});`);
   const accs = Array.from({ length: RM }, (_, i) => Array.from({ length: RN / 4 }, (_, q) => `acc${i}_${q}`)).flat();
   const store = (i: number, q: number): string => `{
     let m = m0 + lid.y * ${RM}u + ${i}u;
     for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x * ${RN}u + ${4 * q}u + j;
+      let n = n0 + (${q * TX}u + lid.x) * 4u + j;
       if (m < p.m && n < p.n) {
         let o = m * p.n + n;
 ${
@@ -219,8 +219,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kEnd = min(p.k, kBeg + p.kChunk);
   let m0 = (t / p.tilesN) * ${BM}u;
   let n0 = (t % p.tilesN) * ${BN}u;
-  // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and ${RN} consecutive columns from
-  // x·${RN}: its operands are whole vec4s of the staged tiles.
+  // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and the ${RN / 4} column vec4s x, x + ${TX}, …:
+  // its operands are whole vec4s of the staged tiles, and a warp's B reads are contiguous
+  // (with x·${RN / 4} + q, the wide tiles' reads had 2-way bank conflicts).
   ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
   ${[...Array.from({ length: RA }, (_, r) => `var ra${r}: f32;`), ...Array.from({ length: RB }, (_, r) => `var rb${r}: f32;`)].join(' ')}
   if (kBeg < kEnd) {
@@ -251,8 +252,18 @@ struct P { mn: u32, splits: u32, alpha: f32, accumulate: u32 }
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = ${WGSL_LINEAR_WG} * 256u + li;
   if (i >= p.mn) { return; }
+  // Four loads in flight before their sums (in order, as one at a time would): one at a
+  // time, each waited out its memory latency.
   var v = 0.0;
-  for (var s = 0u; s < p.splits; s++) { v += part[s * p.mn + i]; }
+  var s = 0u;
+  for (; s + 4u <= p.splits; s += 4u) {
+    let x0 = part[s * p.mn + i];
+    let x1 = part[(s + 1u) * p.mn + i];
+    let x2 = part[(s + 2u) * p.mn + i];
+    let x3 = part[(s + 3u) * p.mn + i];
+    v = (((v + x0) + x1) + x2) + x3;
+  }
+  for (; s < p.splits; s++) { v += part[s * p.mn + i]; }
   v *= p.alpha;
   if (p.accumulate != 0u) { v += c[i]; }
   c[i] = v;
