@@ -221,7 +221,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let n0 = (t % p.tilesN) * ${BN}u;
   // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and the ${RN / 4} column vec4s x, x + ${TX}, …:
   // its operands are whole vec4s of the staged tiles, and a warp's B reads are contiguous
-  // (with x·${RN / 4} + q, the wide tiles' reads had 2-way bank conflicts).
+  // (with x·${RN / 4} + q, 2-way bank conflicts made the wide tiles' LoRA dA products take 22.6
+  // ms of a 1.5B step on the H200 instead of 15.5: bench/RESULTS.md, eleventh pass).
   ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
   ${[...Array.from({ length: RA }, (_, r) => `var ra${r}: f32;`), ...Array.from({ length: RB }, (_, r) => `var rb${r}: f32;`)].join(' ')}
   if (kBeg < kEnd) {
@@ -252,18 +253,8 @@ struct P { mn: u32, splits: u32, alpha: f32, accumulate: u32 }
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = ${WGSL_LINEAR_WG} * 256u + li;
   if (i >= p.mn) { return; }
-  // Four loads in flight before their sums (in order, as one at a time would): one at a
-  // time, each waited out its memory latency.
   var v = 0.0;
-  var s = 0u;
-  for (; s + 4u <= p.splits; s += 4u) {
-    let x0 = part[s * p.mn + i];
-    let x1 = part[(s + 1u) * p.mn + i];
-    let x2 = part[(s + 2u) * p.mn + i];
-    let x3 = part[(s + 3u) * p.mn + i];
-    v = (((v + x0) + x1) + x2) + x3;
-  }
-  for (; s < p.splits; s++) { v += part[s * p.mn + i]; }
+  for (var s = 0u; s < p.splits; s++) { v += part[s * p.mn + i]; }
   v *= p.alpha;
   if (p.accumulate != 0u) { v += c[i]; }
   c[i] = v;
