@@ -40,29 +40,34 @@ export function freshRng(): Rng {
   return new Rng(env ? Number(env) : (Math.random() * 2 ** 32) >>> 0);
 }
 
-/** ‖a − b‖ / ‖b‖ over all elements; NaN anywhere gives Infinity. */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`relErr: lengths ${a.length} and ${b.length}`);
+/** ‖a − b‖ / ‖scale‖ (scale: b unless given) over all elements; NaN anywhere gives Infinity. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>, scale: ArrayLike<number> = b): number {
+  if (a.length !== b.length || scale.length !== b.length) throw new Error(`relErr: lengths ${a.length}, ${b.length} and ${scale.length}`);
   let num = 0;
   let den = 0;
   for (let i = 0; i < a.length; i++) {
     const d = a[i] - b[i];
     if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) return Infinity;
     num += d * d;
-    den += b[i] * b[i];
+    den += scale[i] * scale[i];
   }
   if (den === 0) return num === 0 ? 0 : Infinity;
   return Math.sqrt(num / den);
 }
 
-/** Asserts relErr(gpu, ref) <= bound with a message naming the seed. */
-export function expectClose(what: string, gpu: ArrayLike<number>, ref: ArrayLike<number>, bound: number, rng?: Rng): void {
-  const e = relErr(gpu, ref);
+/**
+ * Asserts relErr(gpu, ref, scale) <= bound with a message naming the seed. `scale`, for
+ * outputs that one short sum multiplies (and so can cancel to near zero, leaving only the
+ * rounding of its terms): the reference on the inputs' absolute values, the size of those
+ * terms.
+ */
+export function expectClose(what: string, gpu: ArrayLike<number>, ref: ArrayLike<number>, bound: number, rng?: Rng, scale?: ArrayLike<number>): void {
+  const e = relErr(gpu, ref, scale);
   if (!(e <= bound)) {
     let firstBad = -1;
     for (let i = 0; i < gpu.length; i++) if (!Number.isFinite(gpu[i])) { firstBad = i; break; }
     throw new Error(
-      `${what}: relative error ${e.toExponential(3)} > bound ${bound.toExponential(1)}` +
+      `${what}: relative error${scale ? " (to the terms' size)" : ''} ${e.toExponential(3)} > bound ${bound.toExponential(1)}` +
         (firstBad >= 0 ? ` (non-finite at index ${firstBad}: an unwritten output?)` : '') +
         (rng ? ` [seed ${rng.seed}; rerun with RWKV_TEST_SEED=${rng.seed}]` : ''),
     );
