@@ -166,6 +166,9 @@ fn readB(i: u32) -> f32 { return b[i]; }
   const fetch = (k0: string): string =>
     [each(RA, aTile, (r) => `ra${r} = loadA(m0 + mm, ${k0} + kk, kEnd);`), each(RB, bTile, (r) => `rb${r} = loadB(${k0} + kk, n0 + nn, kEnd);`)].join('\n    ');
   const stage = [each(RA, aTile, (r) => `sa[kk * ${SA / 4}u + mm / 4u][mm % 4u] = ra${r};`), each(RB, bTile, (r) => `sb[kk * ${SB / 4}u + nn / 4u][nn % 4u] = rb${r};`)].join('\n    ');
+  // Column vec4s x + 16q rather than x·RN/4 + q: in the wide tiles the latter strode a
+  // warp's B reads over 2-way bank conflicts, which made the LoRA dA products take 22.6 ms
+  // of a 1.5B step on the H200 instead of 15.5 (bench/RESULTS.md, eleventh pass).
   const av = (q: number): string => `a${q >> 2}.${'xyzw'[q & 3]}`;
   const body: string[] = [];
   for (let q = 0; q < RM / 4; q++) body.push(`let a${q} = sa[kk * ${SA / 4}u + lid.y * ${RM / 4}u + ${q}u];`);
@@ -220,9 +223,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let m0 = (t / p.tilesN) * ${BM}u;
   let n0 = (t % p.tilesN) * ${BN}u;
   // Thread (x, y) owns ${RM} consecutive rows from y·${RM} and the ${RN / 4} column vec4s x, x + ${TX}, …:
-  // its operands are whole vec4s of the staged tiles, and a warp's B reads are contiguous
-  // (with x·${RN / 4} + q, 2-way bank conflicts made the wide tiles' LoRA dA products take 22.6
-  // ms of a 1.5B step on the H200 instead of 15.5: bench/RESULTS.md, eleventh pass).
+  // its operands are whole vec4s of the staged tiles, and a warp's B reads are contiguous.
   ${accs.map((x) => `var ${x} = vec4f(0.0);`).join(' ')}
   ${[...Array.from({ length: RA }, (_, r) => `var ra${r}: f32;`), ...Array.from({ length: RB }, (_, r) => `var rb${r}: f32;`)].join(' ')}
   if (kBeg < kEnd) {
