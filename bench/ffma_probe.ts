@@ -9,7 +9,8 @@
  *   vec4      the distinct case written as vec4 fmas
  *   chain     one chain of dependent fmas per invocation (latency, not throughput)
  * On NVIDIA three distinct source registers can collide in the register file's banks,
- * which a shared operand (served from the reuse cache) avoids.
+ * which a shared operand (served from the reuse cache) avoids. FFMA_ITERS sets the loop's
+ * trip count (default 2048; a few suffice on lavapipe).
  */
 import { acquireGpu } from '../src/gpu/device.js';
 import { grid1d, uniforms } from '../src/kernels/common.js';
