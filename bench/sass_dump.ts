@@ -8,8 +8,8 @@
  *   node --import tsx bench/sass_dump.ts /tmp/glc $OUT [nvdisasm]
  *
  * It writes shader-N.bin (the raw code) and shader-N.sass per compute shader and prints each
- * one's instruction mix. The
- * cache keeps no kernel names: tell shaders apart by their mix, or cache one kernel at a time.
+ * one's instruction mix. The cache keeps no kernel names: tell shaders apart by their mix,
+ * or cache one kernel at a time.
  * The layout read here was found on driver 580.159 (H200), not documented by NVIDIA: each
  * cache entry is a zstd frame preceded by its compressed and decompressed sizes (u32 each);
  * a compute shader's entry starts with "NVDANVVMNVuc" and holds its instructions, 16 bytes
