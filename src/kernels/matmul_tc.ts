@@ -221,7 +221,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   // The f16 copies are read a chunk (a vec4u, 8 f16) at a time. (Laid out in 8×8 blocks, so
   // that a warp's 8 rows × 4 chunks were contiguous, they made this kernel faster alone
   // but their copies slower, and a 1.5B step 18 ms slower: bench/RESULTS.md, tenth pass.)
-  const chunk = (row: string, u: string): string => `((${row} + ${u} / ${BK / 8}u) * p.kp + k0) / 8u + ${u} % ${BK / 8}u`;
+  const chunk = (row: string, u: string, ld = 'p.kp'): string => `((${row} + ${u} / ${BK / 8}u) * ${ld} + k0) / 8u + ${u} % ${BK / 8}u`;
   const loadA = Array.from({ length: aUnits }, (_, j) => `ra${j} = a16[${chunk('m0', `(li + ${j * TH}u)`)}];`);
   const loadB = Array.from({ length: bUnits }, (_, j) => {
     const u = `(li + ${j * TH}u)`;
@@ -229,7 +229,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
       case 'f16':
         return `rb${j} = b16[${chunk('n0', u)}];`;
       case 'nk':
-        if (full) return `rb${j} = wv[((n0 + ${u} / ${BK / 8}u) * p.k + k0) / 8u + ${u} % ${BK / 8}u];`;
+        if (full) return `rb${j} = wv[${chunk('n0', u, 'p.k')}];`;
         return `{ let n = n0 + ${u} / ${BK / 8}u; let k = k0 + (${u} % ${BK / 8}u) * 8u;
       rb${j} = select(vec4u(0u), wv[(min(n, p.n - 1u) * p.k + min(k, p.k - 8u)) / 8u], n < p.n && k < p.k); }`;
       case 'kn':
