@@ -4,7 +4,7 @@ import { cli } from './run_cli.js';
 describe('rwkv-lora-gpu CLI', () => {
   it('info --gpu prints the adapter, features, limits and subgroup-matrix configurations', async () => {
     const r = await cli('info', '--gpu');
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^adapter: .+/m);
     expect(r.stdout).toMatch(/^features: .*subgroups/m);
     expect(r.stdout).toMatch(/maxStorageBufferBindingSize: \d+/);
@@ -24,7 +24,7 @@ describe('rwkv-lora-gpu CLI', () => {
   });
   it('--help exits 0', async () => {
     const r = await cli('--help');
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/usage:/);
   });
 });

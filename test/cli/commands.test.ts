@@ -16,7 +16,7 @@ describe('command line', () => {
   it('every command has --help (exit 0)', async () => {
     for (const cmd of ['train', 'generate', 'merge', 'prepare', 'init', 'info']) {
       const r = await cli(cmd, '--help');
-      expect(r.code, cmd).toBe(0);
+      expect(r.code, `${cmd} --help: ${r.stderr}`).toBe(0);
       expect(r.stdout, cmd).toMatch(new RegExp(`^usage: rwkv-lora-gpu ${cmd} `));
     }
   });
@@ -52,12 +52,12 @@ describe('command line', () => {
   it('init writes a model, info describes it, generate writes text with it', async () => {
     const model = join(dir, 'tiny.pth');
     const init = await cli('init', '--out', model, '--n_layer', '1', '--n_embd', '64', '--vocab_size', '128', '--seed', '3');
-    expect(init.code).toBe(0);
+    expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toMatch(/wrote .*tiny\.pth: RWKV-7 x070, 1 layers, n_embd 64, vocab 128/);
     expect((await cli('init', '--out', model, '--n_layer', '1', '--n_embd', '64')).stderr).toMatch(/already exists; refusing to overwrite/);
 
     const info = await cli('info', model);
-    expect(info.code).toBe(0);
+    expect(info.code, info.stderr).toBe(0);
     expect(info.stdout).toMatch(/architecture: RWKV-7 \(x070\), full model/);
 
     const gen = await cli('generate', '--model', model, '--tokenizer', 'examples/demo_vocab.txt', '--prompt', 'The ', '--max_tokens', '12', '--seed', '1');
