@@ -12,7 +12,7 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
-  /** lanes×groups/colLanes (src/kernels/wkv7.ts's Wkv7Plan). */
+  /** lanes×groups/colLanes/colChunks (src/kernels/wkv7.ts's Wkv7Plan). */
   plan: string;
   forwardMs: number;
   backwardMs: number;
@@ -22,17 +22,17 @@ export interface WkvResult {
   smClockMHz?: number;
 }
 
-/** A plan written lanes×groups/colLanes, e.g. 4x1/4; 'auto' for wkv7Plan's choice. */
+/** A plan written lanes×groups/colLanes/colChunks, e.g. 4x1/4/1; 'auto' for wkv7Plan's choice. */
 export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
   if (s === 'auto') return {};
-  const m = /^(\d+)x(\d+)\/(\d+)$/.exec(s);
-  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes, e.g. 4x1/4`);
-  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]) };
+  const m = /^(\d+)x(\d+)\/(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes / colChunks, e.g. 4x1/4/1`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]), colChunks: Number(m[4]) };
 }
 
 /** The plan in parseWkvPlan's syntax. */
 export function formatWkvPlan(plan: Wkv7Plan): string {
-  return `${plan.lanes}x${plan.groups}/${plan.colLanes}`;
+  return `${plan.lanes}x${plan.groups}/${plan.colLanes}/${plan.colChunks}`;
 }
 
 /**

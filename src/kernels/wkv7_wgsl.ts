@@ -50,7 +50,7 @@ const readBindings = (names: readonly string[]): string => names.map((n, i) => `
 function header(N: number, lanes: number): string {
   const shuffles = Array.from({ length: Math.log2(lanes) }, (_, m) => `s += subgroupShuffleXor(s, ${1 << m}u);`).join(' ');
   return /* wgsl */ `${lanes > 1 ? 'enable subgroups;' : ''}
-struct P { T: u32, H: u32, slots: u32, chunks: u32 }
+struct P { T: u32, H: u32, slots: u32, dslots: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 const N = ${N}u;
 const NP = ${paddedN(N, lanes)}u;
@@ -281,14 +281,16 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 
 /**
  * Backward, first pass: the recurrence of dS = ∂L/∂S alone, rows independent like the
- * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS every 16
- * steps (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
+ * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS at the top of
+ * every column-pass workgroup's colChunks·16 steps (dSck slot g at t = min(16·colChunks·(g+1)−1,
+ * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
  * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
  */
-export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean): string {
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const st = scanStaging(s, 'dy', true);
+  const group = WKV7_CHUNK * colChunks;
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
@@ -321,8 +323,8 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     for (var st = steps; st > 0u; st--) {
       let t = t0 + st - 1u;
       // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS.
-      if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
-        let slot = slotBase(bb, h, t / CHUNK, p.chunks);
+      if (t % ${group}u == ${group - 1}u || t + 1u == p.T) {
+        let slot = slotBase(bb, h, t / ${group}u, p.dslots);
         ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
       let o = (st - 1u) * NQ4 + lane;
@@ -352,19 +354,22 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
 }
 
 /**
- * Backward, second pass: one workgroup per 16-step chunk, all chunks at once. Invocation
- * (column i, lane) keeps its vec4s of column i of S and of dS, starts from the saved state
- * after the chunk's last step and dSck, and walks the chunk down: dr = S_tᵀ·dy; S_{t−1} from
- * the checkpoint at the chunk's first step, else by inverting the step with the saved sa;
- * dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1}, dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column
- * lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's dsa. Grid (H, B, chunks).
+ * Backward, second pass: one workgroup per `colChunks` consecutive 16-step chunks, all
+ * workgroups at once. Invocation (column i, lane) keeps its vec4s of column i of S and of dS,
+ * starts from the saved state after its top chunk's last step and the dS checkpoint there,
+ * and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
+ * step, else by inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1},
+ * dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ
+ * with the first pass's dsa. A chunk ends on the exact saved state, which starts the chunk
+ * below, so inverting never runs past 16 steps; a workgroup of several chunks loads the dS
+ * checkpoint and the top state once. Grid (H, B, ceil(chunks/colChunks)).
  * Each step reads each row vector from workgroup memory once; the chunk's first step, which
  * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
  * Like the scans, it keeps the column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
- * decays after step t), so that inverting a step and the dS update skip the decay: 9 f32
- * operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
+ * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
+ * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
-export function columnBackwardWgsl(N: number, lanes: number): string {
+export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
@@ -404,72 +409,83 @@ fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
   let bb = wid.y;
-  let ch = wid.z;
+  let g = wid.z;
   let lane = idx % LANES;
   let i = idx / LANES;
-  let t1 = ch * CHUNK;
-  let tEnd = min(t1 + CHUNK, p.T) - 1u;
-  for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
-    let u = idx + n * ${WG}u;
-    if (u < ${units}u) {
-      let t = t1 + u / NQ4;
-      let q = u % NQ4;
-${rowVecs.map((x) => `      s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
-    }
-  }
+  let cLo = g * ${colChunks}u;
+  let cTop = min(cLo + ${colChunks}u, p.slots - 1u) - 1u;
 ${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
   {
-    let base = slotBase(bb, h, ch + 1u, p.slots);
+    let base = slotBase(bb, h, cTop + 1u, p.slots);
 ${colLoad(nq, lanes, 'S', 'states', 'base')}
   }
   {
-    let base = slotBase(bb, h, ch, p.chunks);
+    let base = slotBase(bb, h, g, p.dslots);
 ${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
   }
-  workgroupBarrier();
-  var x = colAt(bb, h, tEnd, i);
-  // Ŝ = S·E and D̂ = dS/E, E_t the product of the column's decays after step t to tEnd.
-  var E = 1.0;
-  for (var tt = tEnd; ; tt--) {
-    // This step's column scalars; the previous step's are fetched while it runs.
-    let cur = x;
-    if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
-    let sig = 1.0 / (1.0 + exp(-cur.w));
-    let E1 = E * exp(W_SCALE * sig);
-    let kE = cur.k * E;
-    let bE = cur.b * E;
-    let rE = cur.r / E;
-    let aE = cur.a / E1;
-    var accr = 0.0;
-    var accd = 0.0;
-    var acck = 0.0;
-    var accb = 0.0;
-    var acca = 0.0;
-    let o = (tt - t1) * NQ4 + lane;
-    if (tt > t1) {
+  for (var ch = cTop; ; ch--) {
+    let t1 = ch * CHUNK;
+    let tEnd = min(t1 + CHUNK, p.T) - 1u;
+    // The chunk above has read its row vectors.
+    workgroupBarrier();
+    for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
+      let u = idx + n * ${WG}u;
+      if (u < ${units}u) {
+        let t = t1 + u / NQ4;
+        let q = u % NQ4;
+${rowVecs.map((x) => `        s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
+      }
+    }
+    workgroupBarrier();
+    var x = colAt(bb, h, tEnd, i);
+    // Ŝ = S·E and D̂ = dS/E, E_t the product of the column's decays after step t to tEnd.
+    var E = 1.0;
+    var E1 = 1.0;
+    for (var tt = tEnd; ; tt--) {
+      // This step's column scalars; the previous step's are fetched while it runs.
+      let cur = x;
+      if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
+      let sig = 1.0 / (1.0 + exp(-cur.w));
+      E1 = E * exp(W_SCALE * sig);
+      let kE = cur.k * E;
+      let bE = cur.b * E;
+      let rE = cur.r / E;
+      let aE = cur.a / E1;
+      var accr = 0.0;
+      var accd = 0.0;
+      var acck = 0.0;
+      var accb = 0.0;
+      var acca = 0.0;
+      let o = (tt - t1) * NQ4 + lane;
+      if (tt > t1) {
 ${step(true)}
-    } else {
-${rep(nq, (c) => `      ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
-      let base = slotBase(bb, h, ch, p.slots);
+      } else {
+${rep(nq, (c) => `        ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
+        let base = slotBase(bb, h, ch, p.slots);
 ${colLoad(nq, lanes, 'S', 'states', 'base')}
-${rep(nq, (c) => `      S${c} *= E1;`)}
+${rep(nq, (c) => `        S${c} *= E1;`)}
 ${step(false)}
+      }
+      let dri = laneSum(accr);
+      let dd = laneSum(accd);
+      let dki = laneSum(acck);
+      let dbi = laneSum(accb);
+      let dai = laneSum(acca);
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, tt, h) + i;
+        dr[e] = dri / E;
+        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
+        dk[e] = dki * E;
+        db[e] = dbi * E;
+        da[e] = dai / E1;
+      }
+      if (tt == t1) { break; }
+      E = E1;
     }
-    let dri = laneSum(accr);
-    let dd = laneSum(accd);
-    let dki = laneSum(acck);
-    let dbi = laneSum(accb);
-    let dai = laneSum(acca);
-    if (lane == 0u && i < N) {
-      let e = tokenBase(bb, tt, h) + i;
-      dr[e] = dri / E;
-      dw[e] = dd * W_SCALE * sig * (1.0 - sig);
-      dk[e] = dki * E;
-      db[e] = dbi * E;
-      da[e] = dai / E1;
-    }
-    if (tt == t1) { break; }
-    E = E1;
+    if (ch == cLo) { break; }
+    // S_{t1−1} and ∂L/∂S_{t1−1} unscaled: the chunk below starts from them with E = 1.
+    let iE1 = 1.0 / E1;
+${rep(nq, (c) => `    S${c} *= iE1;\n    dS${c} *= E1;`)}
   }
 }`;
 }
