@@ -88,8 +88,9 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * row and the rows spread over more workgroups (B·H < 48: 8 lanes, 4 groups; B=1, H=32:
  * 0.70 ms per layer); with more, 2 lanes and 1 group (B=8, H=32: 2.10 ms; B=8, H=12: 1.15
  * against 1.47 for 8 lanes and 2 groups). The column pass wants 2 lanes per column there
- * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads. Lanes are
- * capped by the subgroup width: 1 without.
+ * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads; and 4
+ * chunks per workgroup with many heads (B=8, H=32: 0.86 ms against 0.89 with 1), 2 with few
+ * (B=1, H=32: 0.144 against 0.150). Lanes are capped by the subgroup width: 1 without.
  */
 export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
   const sg = subgroupWidth(gpu);
@@ -100,7 +101,7 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
     lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
     groups: want.groups ?? (few ? 4 : 1),
     colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
-    colChunks: want.colChunks ?? 1,
+    colChunks: want.colChunks ?? (few ? 2 : 4),
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
   const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;

@@ -71,7 +71,7 @@ interface Case extends Wkv7Dims {
   s0: boolean;
   /** Also ask for sT and ds0 (with accumulate when 'acc'). */
   outs: 'none' | 'all' | 'acc';
-  /** A forced plan; the automatic one otherwise (8 lanes, 4 row groups, 4 column lanes, the scan forward on lavapipe). */
+  /** A forced plan; the automatic one otherwise (on lavapipe 8 lanes, 4 row groups, 4 column lanes, 2 chunks per column workgroup). */
   plan?: Wkv7Plan;
 }
 
@@ -244,11 +244,11 @@ describe('wkv7 argument checks', () => {
     const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
     const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
     // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 1 });
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 1 });
-    // Many heads: 2 lanes, 1 group.
-    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 1 });
-    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 1 });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 2 });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 2 });
+    // Many heads: 2 lanes, 1 group, 4 chunks per column workgroup.
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 4 });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 4 });
     expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
