@@ -57,6 +57,8 @@ export interface TrainResult extends TrainConfig {
   smiBaselineMiB?: number;
   setupSeconds?: number;
   topKernels?: { kernel: string; msPerStep: number }[];
+  /** With the profile: every kernel's GPU time per step, summed (the step's time less the gaps between dispatches). */
+  kernelMsPerStep?: number;
   error?: string;
 }
 
@@ -121,10 +123,11 @@ export async function benchTrain(cfg: TrainConfig, weights: ReadonlyMap<string, 
     res.loss = await model.readLoss();
     if (cfg.profile) {
       const prior = new Map(before.map((k) => [k.kernel, k.totalMs]));
-      res.topKernels = (await gpu.profile())
+      const kernels = (await gpu.profile())
         .map((k) => ({ kernel: k.kernel, msPerStep: (k.totalMs - (prior.get(k.kernel) ?? 0)) / cfg.steps }))
-        .sort((a, b) => b.msPerStep - a.msPerStep)
-        .slice(0, 25);
+        .sort((a, b) => b.msPerStep - a.msPerStep);
+      res.kernelMsPerStep = kernels.reduce((s, k) => s + k.msPerStep, 0);
+      res.topKernels = kernels.slice(0, 25);
     }
     res.poolPeakBytes = gpu.memory().peakBytes;
     res.modelMemory = model.memory();
