@@ -8,6 +8,7 @@ import { BufferPool, type MemoryStats } from './buffers.js';
 import { DeviceLostError, GpuError, GpuOutOfMemoryError, NoAdapterError } from './errors.js';
 import { PipelineCache, type BindingKind, type BufferWindow, type Pipeline } from './pipelines.js';
 import { Profiler, type KernelTime } from './profiler.js';
+import { makeTape, replayPool, type Tape, type TapeOp } from './tape.js';
 import { numel, storageBytes, type DType, type Tensor } from './tensor.js';
 
 /**
@@ -140,6 +141,8 @@ export class GpuRuntime {
   private readonly staging = new Map<number, GPUBuffer[]>();
   private profiler: Profiler | undefined;
   private destroyed = false;
+  /** The ops of the tape being recorded (GpuRuntime.taped). */
+  private recording: TapeOp[] | undefined;
   /** Dispatches recorded since creation; a cheap check on how much a step records. */
   dispatchCount = 0;
   submitCount = 0;
@@ -194,6 +197,7 @@ export class GpuRuntime {
       );
     }
     const buffer = this.pool.acquire(byteLength, label, exact);
+    this.recording?.push({ kind: 'acquire', bytes: byteLength, label, exact, buffer });
     return { buffer, offset: 0, shape: [...shape], dtype, byteLength, label };
   }
 
@@ -212,6 +216,7 @@ export class GpuRuntime {
    */
   write(t: Tensor, data: Float32Array | Uint32Array | Int32Array | Uint16Array): void {
     this.assertAlive();
+    this.assertNotRecording(`writing ${t.label}`);
     this.submit();
     let bytes = new Uint8Array(data.buffer, data.byteOffset, Math.min(data.byteLength, t.byteLength));
     if (bytes.byteLength % 4) {
@@ -232,6 +237,7 @@ export class GpuRuntime {
 
   free(t: Tensor): void {
     this.pool.release(t.buffer);
+    this.recording?.push({ kind: 'release', buffer: t.buffer });
   }
 
   // ---- recording ----
@@ -275,6 +281,7 @@ export class GpuRuntime {
     pass.setBindGroup(0, bg);
     pass.dispatchWorkgroups(x, y, z);
     if (this.profiler) pass.end();
+    this.recording?.push({ kind: 'dispatch', pipeline: p.pipeline, bindGroup: bg, x, y, z });
     this.dispatchCount++;
   }
 
@@ -283,6 +290,53 @@ export class GpuRuntime {
     this.assertAlive();
     this.endPass();
     this.encoderNow().copyBufferToBuffer(src.buffer, src.offset + srcByte, dst.buffer, dst.offset + dstByte, bytes);
+    this.recording?.push({ kind: 'copy', src: src.buffer, srcOffset: src.offset + srcByte, dst: dst.buffer, dstOffset: dst.offset + dstByte, bytes });
+  }
+
+  /**
+   * Runs `record`, or issues again what it recorded the last time under `key` in `tapes`.
+   * Only for code whose dispatches and copies depend on nothing but the key (the same
+   * kernels on the same tensors every time, e.g. a model's training step, with its batch
+   * written before): a replay does not run the code. It first redoes the code's pool
+   * acquisitions and releases, and runs the code again (recording anew) if the pool would
+   * hand out other buffers. The code may not write or read buffers. With the profiler on,
+   * it always runs the code (each dispatch needs its own timestamps).
+   */
+  taped(tapes: Map<string, Tape>, key: string, record: () => void): void {
+    this.assertAlive();
+    const tape = tapes.get(key);
+    if (tape?.replayable && !this.profiler && replayPool(this.pool, tape)) {
+      this.replay(tape);
+      return;
+    }
+    if (this.profiler) return record();
+    if (this.recording) throw new GpuError('GpuRuntime.taped: already recording a tape');
+    const ops: TapeOp[] = [];
+    this.recording = ops;
+    try {
+      record();
+    } finally {
+      this.recording = undefined;
+    }
+    tapes.set(key, makeTape(ops));
+  }
+
+  private replay(tape: Tape): void {
+    let last: GPUComputePipeline | undefined;
+    for (const op of tape.ops) {
+      if (op.kind === 'dispatch') {
+        const pass = (this.pass ??= this.encoderNow().beginComputePass({ label: 'rwkv-lora-gpu' }));
+        if (op.pipeline !== last) pass.setPipeline(op.pipeline);
+        last = op.pipeline;
+        pass.setBindGroup(0, op.bindGroup);
+        pass.dispatchWorkgroups(op.x, op.y, op.z);
+        this.dispatchCount++;
+      } else if (op.kind === 'copy') {
+        this.endPass();
+        last = undefined;
+        this.encoderNow().copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.bytes);
+      }
+    }
   }
 
   /** Submits everything recorded so far as one command buffer. */
@@ -323,6 +377,7 @@ export class GpuRuntime {
   /** Reads a tensor back (submits pending work first). */
   async read(t: Tensor): Promise<ArrayBuffer> {
     this.assertAlive();
+    this.assertNotRecording(`reading ${t.label}`);
     const size = t.byteLength;
     const staging = this.takeStaging(size);
     this.endPass();
@@ -387,6 +442,10 @@ export class GpuRuntime {
     const list = this.staging.get(b.size) ?? [];
     list.push(b);
     this.staging.set(b.size, list);
+  }
+
+  private assertNotRecording(what: string): void {
+    if (this.recording) throw new GpuError(`${what} while recording a tape (GpuRuntime.taped): a replay would not repeat it`);
   }
 
   private assertAlive(): void {

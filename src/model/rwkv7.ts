@@ -19,12 +19,14 @@
  * micro_bsz 8) a step).
  */
 import type { GpuRuntime } from '../gpu/device.js';
+import type { Tape } from '../gpu/tape.js';
 import { view, type DType, type Tensor } from '../gpu/tensor.js';
 import { countValidTargets, crossEntropy, meanLoss } from '../kernels/cross_entropy.js';
 import { dropout } from '../kernels/dropout.js';
 import { activation, activationBackward, axpby, fill, widenBf16 } from '../kernels/elementwise.js';
 import { groupNorm, groupNormBackward } from '../kernels/layernorm.js';
-import { matmulWeight, matmulF32 } from '../kernels/matmul.js';
+import { matmulMode, matmulWeight, matmulF32 } from '../kernels/matmul.js';
+import { tcTiling, tcTilingName } from '../kernels/matmul_tc.js';
 import * as ops from '../kernels/rwkv7_ops.js';
 import { allocWkv7Saved, wkv7Backward, wkv7Forward, type Wkv7Saved } from '../kernels/wkv7.js';
 import { buildLayout, initialValues, loraSpecs, type LoraConfig, type Rwkv7LoraTarget, type TrainableLayout } from '../lora/lora.js';
@@ -217,6 +219,8 @@ export class Rwkv7Model {
   /** Every buffer this model allocated, returned to the pool by dispose(). */
   private readonly owned: Tensor[] = [];
   private readonly held: Record<Rwkv7MemoryCategory, number> = { weights: 0, trainable: 0, activations: 0, wkvSaved: 0, backward: 0, logits: 0 };
+  /** forwardBackward's recorded steps, by what they depend on besides the model (GpuRuntime.taped). */
+  private readonly tapes = new Map<string, Tape>();
 
   /**
    * The model with its frozen weights uploaded in slices, waiting for the GPU between them:
@@ -359,6 +363,7 @@ export class Rwkv7Model {
   /** Returns every buffer of this model to the pool (the model is unusable afterwards). */
   dispose(): void {
     this.gpu.submit();
+    this.tapes.clear();
     for (const t of this.owned.splice(0)) this.gpu.free(t);
     this.w.free();
   }
@@ -504,10 +509,18 @@ export class Rwkv7Model {
     return logits;
   }
 
-  /** Records forward, loss and backward; gradients are added into `grads`. */
+  /**
+   * Records forward, loss and backward; gradients are added into `grads`. The step is the
+   * same kernels on the same tensors every time, so after the first it is replayed from a
+   * tape (GpuRuntime.taped), keyed by what else it depends on: the gradient scale and how
+   * this runtime runs its products.
+   */
   forwardBackward(gradScale = 1): void {
-    this.forward();
-    this.lossAndBackward(gradScale);
+    const key = `${gradScale} ${matmulMode(this.gpu)} ${tcTilingName(tcTiling(this.gpu))}`;
+    this.gpu.taped(this.tapes, key, () => {
+      this.forward();
+      this.lossAndBackward(gradScale);
+    });
   }
 
   async readLoss(): Promise<number> {

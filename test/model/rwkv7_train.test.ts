@@ -1,9 +1,9 @@
 /**
  * Training-level properties of the GPU RWKV-7 model: activation checkpointing
- * gives the same gradients, a step allocates nothing, and AdamW steps on LoRA
- * memorise a short text.
+ * gives the same gradients, a replayed step gives what running it gives, a step
+ * allocates nothing, and AdamW steps on LoRA memorise a short text.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { RWKV7_LORA_TARGETS } from '../../src/lora/lora.js';
 import { Rwkv7Model } from '../../src/model/rwkv7.js';
 import { f32Host, type HostTensor } from '../../src/model/weights.js';
@@ -48,6 +48,45 @@ describe('RWKV-7 training step', () => {
     }
     expect(grads[0].some((g) => g !== 0)).toBe(true);
     expectClose('grad_cp gradients', grads[1], grads[0], 1e-6, rng);
+  });
+
+  // forwardBackward records its first step on a tape and replays it after (GpuRuntime.taped).
+  it('a replayed step gives what running the step gives, on a new batch and dropout seed', async () => {
+    const gpu = await getGpu();
+    const rng = freshRng();
+    const host = hostWeights(rng.u32());
+    const B = 2;
+    const T = 20;
+    const batch = (): [number[], number[]] => [0, 1].map(() => Array.from({ length: B * T }, () => rng.int(CFG.vocab))) as [number[], number[]];
+    const [ids1, labels1] = batch();
+    const [ids2, labels2] = batch();
+    for (const gradCp of [false, true]) {
+      const make = (): Rwkv7Model => {
+        const m = new Rwkv7Model(gpu, host, { B, T, gradCp, trainLn: true, seed: 5, lora: { r: 4, alpha: 16, dropout: 0.2, targets: RWKV7_LORA_TARGETS } });
+        for (const e of m.layout.entries) {
+          if (e.name.endsWith('lora_B')) m.writeParam(e.name, Float32Array.from({ length: e.size }, (_, i) => Math.sin(i + e.offset) * 0.05));
+        }
+        return m;
+      };
+      const taped = make();
+      taped.setBatch(ids1, labels1, 11);
+      taped.forwardBackward(0.5);
+      taped.zeroGrads();
+      taped.setBatch(ids2, labels2, 22);
+      const lookups = vi.spyOn(gpu, 'pipeline');
+      taped.forwardBackward(0.5);
+      expect(lookups).not.toHaveBeenCalled();
+      lookups.mockRestore();
+      const fresh = make();
+      fresh.setBatch(ids2, labels2, 22);
+      fresh.forwardBackward(0.5);
+      const got = await gpu.readF32(taped.grads);
+      expect(got.some((g) => g !== 0)).toBe(true);
+      expect(got).toEqual(await gpu.readF32(fresh.grads));
+      expect(await taped.readLoss()).toBe(await fresh.readLoss());
+      taped.dispose();
+      fresh.dispose();
+    }
   });
 
   it('60 AdamW steps on LoRA memorise a short text (loss < 0.05); steps allocate nothing', async () => {
