@@ -13,8 +13,9 @@
  * (dS_{t−1} = (dS_t + dy·rᵀ)·diag(decay) + dsa·aᵀ, dsa = (dS_t + dy·rᵀ)·b) also keeps rows
  * apart and runs like the forward, saving dsa and dS every 16·colChunks steps; then every
  * run of colChunks 16-step chunks, independently, walks its steps down again from the saved
- * S and dS, which only needs sums over columns (dr, dw, dk, db, da), and runs column-wise. (Chunked forms of
- * the forward and of the dS recurrence, spec §3.3, were slower on an H200: bench/RESULTS.md.)
+ * S and dS, which only needs sums over columns (dr, dw, dk, db, da), and runs column-wise.
+ * (Chunked forms of the forward and of the dS recurrence, spec §3.3, were slower on an
+ * H200: bench/RESULTS.md.)
  */
 import type { BindingKind } from '../gpu/pipelines.js';
 import type { GpuRuntime } from '../gpu/device.js';
