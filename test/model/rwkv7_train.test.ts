@@ -4,6 +4,7 @@
  * allocates nothing, and AdamW steps on LoRA memorise a short text.
  */
 import { describe, expect, it, vi } from 'vitest';
+import type { GpuRuntime } from '../../src/gpu/device.js';
 import { RWKV7_LORA_TARGETS } from '../../src/lora/lora.js';
 import { Rwkv7Model } from '../../src/model/rwkv7.js';
 import { f32Host, type HostTensor } from '../../src/model/weights.js';
@@ -18,27 +19,32 @@ function hostWeights(seed: number): Map<string, HostTensor> {
   return new Map([...w].map(([k, t]) => [k, f32Host(t.shape, t.data)]));
 }
 
+const B = 2;
+const T = 20;
+
+/** A B×T model on `host` with LoRA dropout on, LN trained and a nonzero LoRA B, so that every LoRA path carries gradient. */
+function dropoutModel(gpu: GpuRuntime, host: Map<string, HostTensor>, gradCp: boolean): Rwkv7Model {
+  const model = new Rwkv7Model(gpu, host, { B, T, gradCp, trainLn: true, seed: 5, lora: { r: 4, alpha: 16, dropout: 0.2, targets: RWKV7_LORA_TARGETS } });
+  for (const e of model.layout.entries) {
+    if (e.name.endsWith('lora_B')) model.writeParam(e.name, Float32Array.from({ length: e.size }, (_, i) => Math.sin(i + e.offset) * 0.05));
+  }
+  return model;
+}
+
+/** Random token ids and labels for one B×T batch. */
+const batch = (rng: Rng): [number[], number[]] => [0, 1].map(() => Array.from({ length: B * T }, () => rng.int(CFG.vocab))) as [number[], number[]];
+
 describe('RWKV-7 training step', () => {
   it('grad_cp on and off give the same gradients (LoRA dropout on, LN trained)', async () => {
     const gpu = await getGpu();
     const rng = freshRng();
     const host = hostWeights(rng.u32());
-    const B = 2;
-    const T = 20;
-    const ids = Array.from({ length: B * T }, () => rng.int(CFG.vocab));
-    const labels = Array.from({ length: B * T }, () => rng.int(CFG.vocab));
+    const [ids, labels] = batch(rng);
     const grads: Float32Array[] = [];
     // Runtime caches (uniforms, staging, reduction scratch) stay; everything the model owns goes back.
     let inUseAfterFirst = -1;
     for (const gradCp of [false, true]) {
-      const model = new Rwkv7Model(gpu, host, {
-        B, T, gradCp, trainLn: true, seed: 5,
-        lora: { r: 4, alpha: 16, dropout: 0.2, targets: RWKV7_LORA_TARGETS },
-      });
-      // A nonzero B so that every LoRA path carries gradient.
-      for (const e of model.layout.entries) {
-        if (e.name.endsWith('lora_B')) model.writeParam(e.name, Float32Array.from({ length: e.size }, (_, i) => Math.sin(i + e.offset) * 0.05));
-      }
+      const model = dropoutModel(gpu, host, gradCp);
       model.setBatch(ids, labels, 1234);
       model.forwardBackward();
       grads.push(await gpu.readF32(model.grads));
@@ -55,20 +61,10 @@ describe('RWKV-7 training step', () => {
     const gpu = await getGpu();
     const rng = freshRng();
     const host = hostWeights(rng.u32());
-    const B = 2;
-    const T = 20;
-    const batch = (): [number[], number[]] => [0, 1].map(() => Array.from({ length: B * T }, () => rng.int(CFG.vocab))) as [number[], number[]];
-    const [ids1, labels1] = batch();
-    const [ids2, labels2] = batch();
+    const [ids1, labels1] = batch(rng);
+    const [ids2, labels2] = batch(rng);
     for (const gradCp of [false, true]) {
-      const make = (): Rwkv7Model => {
-        const m = new Rwkv7Model(gpu, host, { B, T, gradCp, trainLn: true, seed: 5, lora: { r: 4, alpha: 16, dropout: 0.2, targets: RWKV7_LORA_TARGETS } });
-        for (const e of m.layout.entries) {
-          if (e.name.endsWith('lora_B')) m.writeParam(e.name, Float32Array.from({ length: e.size }, (_, i) => Math.sin(i + e.offset) * 0.05));
-        }
-        return m;
-      };
-      const taped = make();
+      const taped = dropoutModel(gpu, host, gradCp);
       taped.setBatch(ids1, labels1, 11);
       taped.forwardBackward(0.5);
       taped.zeroGrads();
@@ -77,7 +73,7 @@ describe('RWKV-7 training step', () => {
       taped.forwardBackward(0.5);
       expect(lookups).not.toHaveBeenCalled();
       lookups.mockRestore();
-      const fresh = make();
+      const fresh = dropoutModel(gpu, host, gradCp);
       fresh.setBatch(ids2, labels2, 22);
       fresh.forwardBackward(0.5);
       const got = await gpu.readF32(taped.grads);
