@@ -304,12 +304,12 @@ export class GpuRuntime {
    */
   taped(tapes: Map<string, Tape>, key: string, record: () => void): void {
     this.assertAlive();
+    if (this.profiler) return record();
     const tape = tapes.get(key);
-    if (tape?.replayable && !this.profiler && replayPool(this.pool, tape)) {
+    if (tape?.replayable && replayPool(this.pool, tape)) {
       this.replay(tape);
       return;
     }
-    if (this.profiler) return record();
     if (this.recording) throw new GpuError('GpuRuntime.taped: already recording a tape');
     const ops: TapeOp[] = [];
     this.recording = ops;
