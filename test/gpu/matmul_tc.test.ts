@@ -306,8 +306,9 @@ describe('tensor-core matmul', () => {
       setMatmulMode(gpu, mode);
       poison(gpu, out);
       const before = gpu.dispatchCount;
-      if (weights) matmulWeight(gpu, ta, tw, out, { transW: true });
-      else matmulF32(gpu, ta, tb, out, { transB: true });
+      // One K slice: the counts below are then the path's own dispatches, not split-K's sums.
+      if (weights) matmulWeight(gpu, ta, tw, out, { transW: true, splitK: 1 });
+      else matmulF32(gpu, ta, tb, out, { transB: true, splitK: 1 });
       const got = await gpu.readF32(out);
       const ref = weights ? refW : refB;
       if (mode === 'auto' && weights) expectRounding('auto, bf16 weight', got, ref, m, n, roundingBound(k, 1), rng);
