@@ -85,7 +85,8 @@ ${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u];
  * Staging of one BLOCK of steps for a row scan: column vectors r, w, k, a, b ([step][vec4])
  * and one row vector `row` (this workgroup's R rows): loadBlock(t0) fetches the block from
  * step t0 into registers, storeBlock() writes it to workgroup memory (w becoming the decay),
- * and scaleBlock(steps), after a barrier, folds the decays into r, k, a, b.
+ * and scaleBlock, after a barrier, folds the decays into r, k, a, b (the dS scan, walking down,
+ * also takes the block's step count: its products run from each step to the block's top).
  *
  * The scans keep their state scaled column by column, so that a step's decay costs no
  * operation per state element. The forward holds Ŝ = S·diag(C)⁻¹ with C_t the product of
@@ -143,7 +144,7 @@ ${cols.map((c) => (c === 'w' ? `    s_w[idx + ${n * WG}u] = exp(W_SCALE / (1.0 +
 )}
 ${rep(ru, (n) => `  if (idx + ${n * WG}u < ${BLOCK * R}u) { s_${row}[idx + ${n * WG}u] = f_${row}${n}; }`)}
 }
-fn scaleBlock(idx: u32, steps: u32) {
+fn scaleBlock(idx: u32${down ? ', steps: u32' : ''}) {
 ${rep(
   cu,
   (n) => `  {
@@ -245,7 +246,7 @@ ${hasS0 ? rep(nq, (c) => rep(4, (e) => `  { let j = ${4 * c * s.lanes + e}u + 4u
     storeBlock(idx);
     workgroupBarrier();
     loadBlock(bb, h, grp, idx, t0 + ${BLOCK}u);
-    scaleBlock(idx, steps);
+    scaleBlock(idx);
     workgroupBarrier();
     for (var st = 0u; st < steps; st++) {
       let o = st * NQ4 + lane;
