@@ -44,7 +44,8 @@ export interface MatmulOptions {
  * TC_SPLIT_MIN_K (tensor cores, whose workgroups own 8× the outputs), partials within
  * SPLIT_MAX_BYTES. Short slices pay at micro_bsz 1, where the LoRA products have 6–12
  * tiles and K of 768–1024: 256 workgroups and slices of 128 ran a 0.1B step 12–14%
- * faster on an H200 than 512 and 512, and the 1.5B step at micro_bsz 8 as fast. Only below SPLIT_MAX_TILES: at 1.5B and micro_bsz 8 the LoRA products
+ * faster on an H200 than 512 and 512, and the 1.5B step at micro_bsz 8 as fast.
+ * Only below SPLIT_MAX_TILES: at 1.5B and micro_bsz 8 the LoRA products
  * with 64 output columns or rows (x·Aᵀ, dy·B, dA, dB of the FFN) have 64 tiles, half the
  * H200's SMs. It stays under the float64 model check's 192-tile FFN products, whose split
  * (more accurate each, by a direct check) moved that check's f32 gradient error from 2.8e-4
