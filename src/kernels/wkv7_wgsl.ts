@@ -37,11 +37,11 @@ const COMP = ['x', 'y', 'z', 'w'];
 const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
-export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
+export const chunkWorkgroupSize = (N: number): number => 4 * N;
 
-/** Workgroup memory of the row scans and of the column pass, in bytes. */
+/** Workgroup memory of the row scans and of the chunk pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
-export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
+export const chunkWorkgroupBytes = (N: number): number => (4 * WKV7_CHUNK * N + 1024 + WKV7_CHUNK * N) * 4;
 
 /** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
 const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
@@ -179,15 +179,6 @@ ${
   return { decl, fns };
 }
 
-/** Statements setting `dst`0… to column i, at this lane's vec4s of rows, of the N×N matrix at element `base` of `buf`. */
-function colLoad(nq: number, lanes: number, dst: string, buf: string, base: string): string {
-  return rep(
-    nq,
-    (c) => `${dst}${c} = vec4f(0.0);
-${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N) { ${dst}${c}.${COMP[e]} = ${buf}[${base} + j * N + i]; } }`)}`,
-  );
-}
-
 /**
  * Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N);
  * `value` maps each element's expression (`o` is its offset), e.g. to add to what is there.
@@ -283,15 +274,14 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 /**
  * Backward, first pass: the recurrence of dS = ∂L/∂S alone, rows independent like the
  * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS at the top of
- * every column-pass workgroup's colChunks·16 steps (dSck slot g at t = min(16·colChunks·(g+1)−1,
- * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
- * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
+ * every 16-step chunk (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ; dsa = dS·b and
+ * dv = dS·k (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the chunk pass; grid
+ * (H, B, groups).
  */
-export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number): string {
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const st = scanStaging(s, 'dy', true);
-  const group = WKV7_CHUNK * colChunks;
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
@@ -324,8 +314,8 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     for (var st = steps; st > 0u; st--) {
       let t = t0 + st - 1u;
       // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS.
-      if (t % ${group}u == ${group - 1}u || t + 1u == p.T) {
-        let slot = slotBase(bb, h, t / ${group}u, p.dslots);
+      if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
+        let slot = slotBase(bb, h, t / CHUNK, p.dslots);
         ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
       let o = (st - 1u) * NQ4 + lane;
@@ -355,138 +345,194 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
 }
 
 /**
- * Backward, second pass: one workgroup per `colChunks` consecutive 16-step chunks, all
- * workgroups at once. Invocation (column i, lane) keeps its vec4s of column i of S and of dS,
- * starts from the saved state after its top chunk's last step and the dS checkpoint there,
- * and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
- * step, else by inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1},
- * dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ
- * with the first pass's dsa. A chunk ends on the exact saved state, which starts the chunk
- * below, so inverting never runs past 16 steps; a workgroup of several chunks loads the dS
- * checkpoint and the top state once. Grid (H, B, ceil(chunks/colChunks)).
- * Each step reads each row vector from workgroup memory once; the chunk's first step, which
- * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
- * Like the scans, it keeps the column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
- * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
- * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
+ * Backward, second pass: one workgroup per 16-step chunk and head, all at once, no step
+ * depending on another. With the chunk's saved sa and the dS scan's dsa both known, S and dS
+ * within a chunk are sums of decayed rank-one terms (c_t: the product of the column's decays
+ * from the chunk's first step to t; S0, Z: the state before the chunk, the dS checkpoint at
+ * its top):
+ *   S_t = S0·diag(c_t) + Σ_{s≤t} (sa_s·b_sᵀ + v_s·k_sᵀ)·diag(c_t/c_s)
+ *   dS_t = Z·diag(c_top/c_t) + Σ_{u≥t} dy_u·r_uᵀ·diag(c_u/c_t) + Σ_{u>t} dsa_u·a_uᵀ·diag(c_{u−1}/c_t)
+ * so the column sums are products: dr_t = S_tᵀ·dy_t, da_t = S_{t−1}ᵀ·dsa_t, dk_t = dS_tᵀ·v_t,
+ * db_t = dS_tᵀ·sa_t take S0ᵀ·[dy dsa] and Zᵀ·[v sa] (N×N by N×32) plus the chunk's own terms
+ * through the 32×32 inner products M = [v sa]ᵀ·[dy dsa]. The decay's gradient needs no state:
+ * d log(decay_t) = Σ_i dS_t∘S_{t−1}∘decay_t = r_t·dr_t − b_t·db_t − k_t·dk_t + a_{t+1}·da_{t+1}
+ * + (the same at t+1), which ends at the chunk's top in Σ_i Z∘S_top (as GLA's backward does).
+ * The decays of 16 steps stay above 0.545¹⁶ ≈ 6e-5, so b/c_s and k/c_s keep far from f32's range.
+ *
+ * Invocation (column j, quarter g) of 4N: the products' columns 8g..8g+7, then the outputs of
+ * steps 8·(g%2)..+7, dr and dk for g < 2, da and db for g ≥ 2; g = 0 sums the decay's gradient.
+ * Workgroup memory: `xs` holds [dy dsa] and [v sa] by row (vec4 index swizzled with the row so
+ * that the transposing stores spread over the banks), then the column vectors r·c, a·c_{t−1},
+ * b/c, k/c by step, then the terms of d log(decay); `mm` holds M, `cc` the decays, then c.
  */
-export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
-  const nq = paddedN(N, lanes) / 4 / lanes;
-  const rowVecs = ['dy', 'v', 'sa', 'dsa'];
-  const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
-  const WG = colsWorkgroupSize(N, lanes);
-  // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
-  const dot = (x: string, y: string, acc: string): string => `${acc} = fma(${x}.x, ${y}.x, fma(${x}.y, ${y}.y, fma(${x}.z, ${y}.z, fma(${x}.w, ${y}.w, ${acc}))));`;
-  // Step tt with S = S_tt when reconstructing (S_{tt−1} by inverting step tt), else with S = S_{tt−1} and dr summed.
-  const step = (reconstruct: boolean): string =>
-    rep(nq, (c) => {
-      const qq = `o + ${c * lanes}u`;
-      return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
-${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec4f(-kE), vv, fma(vec4f(-bE), sav, S${c}));\n` : ''}        dS${c} = fma(dyv, vec4f(rE), dS${c});
-        ${dot(`dS${c}`, `S${c}`, 'accd')}
-        ${dot(`dS${c}`, 'vv', 'acck')}
-        ${dot(`dS${c}`, 'sav', 'accb')}
-        ${dot(`S${c}`, 'dsav', 'acca')}
-        dS${c} = fma(dsav, vec4f(aE), dS${c});
-      }`;
-    });
-  return /* wgsl */ `${header(N, lanes)}
+export function chunkBackwardWgsl(N: number): string {
+  const L = WKV7_CHUNK;
+  const WG = chunkWorkgroupSize(N);
+  const xv = (base: string, i: string, q: string): string => `xs[${base} + ${i} * 8u + ((${q}) ^ (${i} & 7u))]`;
+  const col = (region: number, t: string): string => `xs[(${region * L}u * N + (${t}) * N + j) / 4u][((${t}) * N + j) % 4u]`;
+  const comps = (e: number): string => `${e < 4 ? 'lo' : 'hi'}.${COMP[e % 4]}`;
+  return /* wgsl */ `${header(N, 1)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'])}
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(15) var<storage, read_write> db: array<f32>;
 @group(0) @binding(16) var<storage, read_write> da: array<f32>;
-${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x)}`).join('\n')}
-
-struct Col { r: f32, w: f32, k: f32, a: f32, b: f32 }
-fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
-  if (i >= N) { return Col(0.0, 0.0, 0.0, 0.0, 0.0); }
-  let e = tokenBase(bb, t, h) + i;
-  return Col(r[e], w[e], k[e], a[e], b[e]);
-}
+var<workgroup> xs: array<vec4f, ${16 * N}>;
+var<workgroup> mm: array<vec4f, 256>;
+var<workgroup> cc: array<f32, ${L * N}>;
+const X2 = ${8 * N}u;
+fn mmAt(f: u32) -> f32 { return mm[f / 4u][f % 4u]; }
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
   let bb = wid.y;
-  let g = wid.z;
-  let lane = idx % LANES;
-  let i = idx / LANES;
-  let cLo = g * ${colChunks}u;
-  let cTop = min(cLo + ${colChunks}u, p.slots - 1u) - 1u;
-${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
-  {
-    let base = slotBase(bb, h, cTop + 1u, p.slots);
-${colLoad(nq, lanes, 'S', 'states', 'base')}
-  }
-  {
-    let base = slotBase(bb, h, g, p.dslots);
-${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
-  }
-  for (var ch = cTop; ; ch--) {
-    let t1 = ch * CHUNK;
-    let tEnd = min(t1 + CHUNK, p.T) - 1u;
-    // The chunk above has read its row vectors.
-    workgroupBarrier();
-    for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
-      let u = idx + n * ${WG}u;
-      if (u < ${units}u) {
-        let t = t1 + u / NQ4;
-        let q = u % NQ4;
-${rowVecs.map((x) => `        s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
-      }
+  let ch = wid.z;
+  let j = idx % N;
+  let g = idx / N;
+  let t1 = ch * CHUNK;
+  let Lc = min(CHUNK, p.T - t1);
+  // [dy dsa] and [v sa] by row i, the chunk's steps as columns, zero past its end.
+  for (var u = idx; u < CHUNK * N; u += ${WG}u) {
+    let t = u / N;
+    let i = u % N;
+    var x = vec4f(0.0);
+    if (t < Lc) {
+      let e = tokenBase(bb, t1 + t, h) + i;
+      x = vec4f(dy[e], dsa[e], v[e], sa[e]);
     }
-    workgroupBarrier();
-    var x = colAt(bb, h, tEnd, i);
-    // Ŝ = S·E and D̂ = dS/E, E_t the product of the column's decays after step t to tEnd.
-    var E = 1.0;
-    var E1 = 1.0;
-    for (var tt = tEnd; ; tt--) {
-      // This step's column scalars; the previous step's are fetched while it runs.
-      let cur = x;
-      if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
-      let sig = 1.0 / (1.0 + exp(-cur.w));
-      E1 = E * exp(W_SCALE * sig);
-      let kE = cur.k * E;
-      let bE = cur.b * E;
-      let rE = cur.r / E;
-      let aE = cur.a / E1;
-      var accr = 0.0;
-      var accd = 0.0;
-      var acck = 0.0;
-      var accb = 0.0;
-      var acca = 0.0;
-      let o = (tt - t1) * NQ4 + lane;
-      if (tt > t1) {
-${step(true)}
+    xs[${'0u'} + i * 8u + ((t / 4u) ^ (i & 7u))][t % 4u] = x.x;
+    xs[i * 8u + (((t + 16u) / 4u) ^ (i & 7u))][t % 4u] = x.y;
+    xs[X2 + i * 8u + ((t / 4u) ^ (i & 7u))][t % 4u] = x.z;
+    xs[X2 + i * 8u + (((t + 16u) / 4u) ^ (i & 7u))][t % 4u] = x.w;
+  }
+  workgroupBarrier();
+  // M[s', t'] = [v sa]_s' · [dy dsa]_t', four columns t' at a time.
+  for (var o = idx; o < 256u; o += ${WG}u) {
+    let s = o / 8u;
+    let tq = o % 8u;
+    var m = vec4f(0.0);
+    for (var i = 0u; i < N; i++) {
+      m = fma(vec4f(${xv('X2', 'i', 's / 4u')}[s % 4u]), ${xv('0u', 'i', 'tq')}, m);
+    }
+    mm[o] = m;
+  }
+  // P1 = S0ᵀ·[dy dsa] and P2 = Zᵀ·[v sa] at column j, columns 8g..8g+7.
+  let s0 = slotBase(bb, h, ch, p.slots) + j;
+  let z0 = slotBase(bb, h, ch, p.dslots) + j;
+  var p1lo = vec4f(0.0);
+  var p1hi = vec4f(0.0);
+  var p2lo = vec4f(0.0);
+  var p2hi = vec4f(0.0);
+  for (var i = 0u; i < N; i++) {
+    let sv = vec4f(states[s0 + i * N]);
+    let zv = vec4f(dSck[z0 + i * N]);
+    p1lo = fma(sv, ${xv('0u', 'i', '2u * g')}, p1lo);
+    p1hi = fma(sv, ${xv('0u', 'i', '2u * g + 1u')}, p1hi);
+    p2lo = fma(zv, ${xv('X2', 'i', '2u * g')}, p2lo);
+    p2hi = fma(zv, ${xv('X2', 'i', '2u * g + 1u')}, p2hi);
+  }
+  // Σ_i Z∘S_top over rows g, g+4, …
+  let top = slotBase(bb, h, ch + 1u, p.slots) + j;
+  var bnd = 0.0;
+  for (var i = g; i < N; i += 4u) { bnd = fma(dSck[z0 + i * N], states[top + i * N], bnd); }
+  workgroupBarrier();
+  // The column vectors by step: raw r, a, b, k, and the decays.
+  for (var u = idx; u < CHUNK * N; u += ${WG}u) {
+    let t = u / N;
+    let jj = u % N;
+    var x = vec4f(0.0);
+    var dec = 1.0;
+    if (t < Lc) {
+      let e = tokenBase(bb, t1 + t, h) + jj;
+      x = vec4f(r[e], a[e], b[e], k[e]);
+      dec = exp(W_SCALE / (1.0 + exp(-w[e])));
+    }
+${[0, 1, 2, 3].map((q) => `    xs[(${q * L}u * N + u) / 4u][u % 4u] = x.${COMP[q]};`).join('\n')}
+    cc[u] = dec;
+  }
+  workgroupBarrier();
+  // Scaled in place: r·c_t, a·c_{t−1}, b/c_t, k/c_t for steps 4g..4g+3; then cc holds c.
+  var c = 1.0;
+  for (var t = 0u; t < 4u * g; t++) { c *= cc[t * N + j]; }
+  var cs = vec4f(0.0);
+  for (var e = 0u; e < 4u; e++) {
+    let t = 4u * g + e;
+    let cPrev = c;
+    c *= cc[t * N + j];
+    cs[e] = c;
+    ${col(0, 't')} *= c;
+    ${col(1, 't')} *= cPrev;
+    ${col(2, 't')} /= c;
+    ${col(3, 't')} /= c;
+  }
+  workgroupBarrier();
+  for (var e = 0u; e < 4u; e++) { cc[(4u * g + e) * N + j] = cs[e]; }
+  workgroupBarrier();
+  // g < 2: dr_t = c_t·(P1 + Σ_{s≤t} b/c_s·⟨sa_s,dy_t⟩ + k/c_s·⟨v_s,dy_t⟩), dk_t = (c_top·P2 +
+  // Σ_{u≥t} r·c_u·⟨v_t,dy_u⟩ + Σ_{u>t} a·c_{u−1}·⟨v_t,dsa_u⟩)/c_t; g ≥ 2 the same with dsa for
+  // dy (da, with s < t and c_{t−1}) and sa for v (db).
+  let kind = g / 2u;
+  let cTop = cc[(Lc - 1u) * N + j];
+  var q1 = vec4f(0.0);
+  var q1h = vec4f(0.0);
+  var q2 = vec4f(0.0);
+  var q2h = vec4f(0.0);
+${rep(8, (e) => {
+  const t = `(8u * (g % 2u) + ${e}u)`;
+  const tgt = e < 4 ? `q1${''}` : 'q1h';
+  const tgt2 = e < 4 ? 'q2' : 'q2h';
+  return `  {
+    let t = ${t};
+    if (t < Lc) {
+      let ct = cc[t * N + j];
+      var cPre = ct;
+      if (kind == 1u) { cPre = select(1.0, cc[(max(t, 1u) - 1u) * N + j], t > 0u); }
+      var s1 = p1${comps(e)};
+      for (var s = 0u; s < t + 1u - kind; s++) {
+        s1 = fma(${col(2, 's')}, mmAt((16u + s) * 32u + 16u * kind + t), s1);
+        s1 = fma(${col(3, 's')}, mmAt(s * 32u + 16u * kind + t), s1);
+      }
+      var s2 = cTop * p2${comps(e)};
+      let row = (16u * kind + t) * 32u;
+      for (var uu = t; uu < Lc; uu++) { s2 = fma(${col(0, 'uu')}, mmAt(row + uu), s2); }
+      for (var uu = t + 1u; uu < Lc; uu++) { s2 = fma(${col(1, 'uu')}, mmAt(row + 16u + uu), s2); }
+      let e = tokenBase(bb, t1 + t, h) + j;
+      if (kind == 0u) {
+        dr[e] = ct * s1;
+        dk[e] = s2 / ct;
+        ${tgt}[${e % 4}] = ${col(0, 't')} * s1 - ${col(3, 't')} * s2;
       } else {
-${rep(nq, (c) => `        ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
-        let base = slotBase(bb, h, ch, p.slots);
-${colLoad(nq, lanes, 'S', 'states', 'base')}
-${rep(nq, (c) => `        S${c} *= E1;`)}
-${step(false)}
+        da[e] = cPre * s1;
+        db[e] = s2 / ct;
+        ${tgt}[${e % 4}] = ${col(1, 't')} * s1;
+        ${tgt2}[${e % 4}] = -${col(2, 't')} * s2;
       }
-      let dri = laneSum(accr);
-      let dd = laneSum(accd);
-      let dki = laneSum(acck);
-      let dbi = laneSum(accb);
-      let dai = laneSum(acca);
-      if (lane == 0u && i < N) {
-        let e = tokenBase(bb, tt, h) + i;
-        dr[e] = dri / E;
-        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
-        dk[e] = dki * E;
-        db[e] = dbi * E;
-        da[e] = dai / E1;
-      }
-      if (tt == t1) { break; }
-      E = E1;
     }
-    if (ch == cLo) { break; }
-    // S_{t1−1} and ∂L/∂S_{t1−1} unscaled: the chunk below starts from them with E = 1.
-    let iE1 = 1.0 / E1;
-${rep(nq, (c) => `    S${c} *= iE1;\n    dS${c} *= E1;`)}
+  }`;
+})}
+  workgroupBarrier();
+  // The terms of d log(decay): r·dr − k·dk (region 0), a·da (1), −b·db (2), Σ Z∘S_top's parts (3).
+${rep(8, (e) => {
+  const t = `(8u * (g % 2u) + ${e}u)`;
+  const q = e < 4 ? 'q1' : 'q1h';
+  const q2 = e < 4 ? 'q2' : 'q2h';
+  return `  if (kind == 0u) { ${col(0, t)} = ${q}[${e % 4}]; } else { ${col(1, t)} = ${q}[${e % 4}]; ${col(2, t)} = ${q2}[${e % 4}]; }`;
+})}
+  ${col(3, 'g')} = bnd;
+  workgroupBarrier();
+  if (g == 0u) {
+    var acc = 0.0;
+    for (var gg = 0u; gg < 4u; gg++) { acc += ${col(3, 'gg')}; }
+    for (var t = Lc; t > 0u; t--) {
+      let tt = t - 1u;
+      acc += ${col(0, 'tt')} + ${col(2, 'tt')};
+      if (t < Lc) { acc += ${col(1, 't')}; }
+      let e = tokenBase(bb, t1 + tt, h) + j;
+      let sig = 1.0 / (1.0 + exp(-w[e]));
+      dw[e] = acc * W_SCALE * sig * (1.0 - sig);
+    }
   }
 }`;
 }
