@@ -37,11 +37,11 @@ const COMP = ['x', 'y', 'z', 'w'];
 const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
-export const chunkWorkgroupSize = (N: number): number => 4 * N;
+export const chunkWorkgroupSize = (N: number): number => 8 * Math.ceil(N / 4);
 
 /** Workgroup memory of the row scans and of the chunk pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
-export const chunkWorkgroupBytes = (N: number): number => (4 * WKV7_CHUNK * N + 1024 + WKV7_CHUNK * N) * 4;
+export const chunkWorkgroupBytes = (N: number): number => (64 + 16 + 4) * Math.ceil(N / 4) * 16 + 512 * 16;
 
 /** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
 const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
@@ -352,48 +352,63 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * its top):
  *   S_t = S0·diag(c_t) + Σ_{s≤t} (sa_s·b_sᵀ + v_s·k_sᵀ)·diag(c_t/c_s)
  *   dS_t = Z·diag(c_top/c_t) + Σ_{u≥t} dy_u·r_uᵀ·diag(c_u/c_t) + Σ_{u>t} dsa_u·a_uᵀ·diag(c_{u−1}/c_t)
- * so the column sums are products: dr_t = S_tᵀ·dy_t, da_t = S_{t−1}ᵀ·dsa_t, dk_t = dS_tᵀ·v_t,
- * db_t = dS_tᵀ·sa_t take S0ᵀ·[dy dsa] and Zᵀ·[v sa] (N×N by N×32) plus the chunk's own terms
- * through the 32×32 inner products M = [v sa]ᵀ·[dy dsa]. The decay's gradient needs no state:
- * d log(decay_t) = Σ_i dS_t∘S_{t−1}∘decay_t = r_t·dr_t − b_t·db_t − k_t·dk_t + a_{t+1}·da_{t+1}
- * + (the same at t+1), which ends at the chunk's top in Σ_i Z∘S_top (as GLA's backward does).
- * The decays of 16 steps stay above 0.545¹⁶ ≈ 6e-5, so b/c_s and k/c_s keep far from f32's range.
+ * so the column sums dr_t = S_tᵀ·dy_t, da_t = S_{t−1}ᵀ·dsa_t, dk_t = dS_tᵀ·v_t and
+ * db_t = dS_tᵀ·sa_t are two products, each of N+32 rows by N columns with N+32 by 32:
+ *   [dr/c | da/c_{t−1}] = [S0; k/c; b/c]ᵀ · [dy dsa; masked M]
+ *   [dk·c | db·c] = [c_top·Z; r·c; a·c_{t−1}]ᵀ · [v sa; masked Mᵀ]
+ * with M = [v sa]ᵀ·[dy dsa], the chunk's 32×32 inner products. The decay's gradient needs no
+ * state: d log(decay_t) = Σ_i dS_t∘S_{t−1}∘decay_t = r_t·dr_t − b_t·db_t − k_t·dk_t
+ * + a_{t+1}·da_{t+1} + (the same at t+1), ending at the chunk's top in Σ_i Z∘S_top (as in GLA's
+ * backward). The decays of 16 steps stay above 0.545¹⁶ ≈ 6e-5, so k/c and b/c keep far from
+ * f32's range.
  *
- * Invocation (column j, quarter g) of 4N: the products' columns 8g..8g+7, then the outputs of
- * steps 8·(g%2)..+7, dr and dk for g < 2, da and db for g ≥ 2; g = 0 sums the decay's gradient.
- * Workgroup memory: `xs` holds [dy dsa] and [v sa] by row (vec4 index swizzled with the row so
- * that the transposing stores spread over the banks), then the column vectors r·c, a·c_{t−1},
- * b/c, k/c by step, then the terms of d log(decay); `mm` holds M, `cc` the decays, then c.
+ * Invocation (product, columns 4jq..4jq+3, output columns 8cg..8cg+7) keeps 8 vec4 sums, each
+ * row adding a vec4 of A times one B value: rows of S0 and Z come from storage, B from
+ * workgroup memory, where `xs` holds [dy dsa] and [v sa] by row (the vec4 index swizzled with
+ * the row, so that the transposing stores spread over the banks), then the rows [k/c; b/c]
+ * and [r·c; a·c_{t−1}], then the terms of d log(decay); `bm` holds the masked M and Mᵀ, `cc`
+ * the decays, then c.
  */
 export function chunkBackwardWgsl(N: number): string {
   const L = WKV7_CHUNK;
+  const NQ = Math.ceil(N / 4);
   const WG = chunkWorkgroupSize(N);
-  const xv = (base: string, i: string, q: string): string => `xs[${base} + ${i} * 8u + ((${q}) ^ (${i} & 7u))]`;
-  const col = (region: number, t: string): string => `xs[(${region * L}u * N + (${t}) * N + j) / 4u][((${t}) * N + j) % 4u]`;
-  const comps = (e: number): string => `${e < 4 ? 'lo' : 'hi'}.${COMP[e % 4]}`;
+  const vec = N % 4 === 0;
+  // Columns 4jq..4jq+3 of row i of the N×N matrix at `base` of `buf`, zero past N.
+  const row4 = (buf: string, base: string, i: string): string =>
+    vec ? `${buf}[(${base} + ${i} * N) / 4u + jq]` : `vec4f(${[0, 1, 2, 3].map((e) => `select(0.0, ${buf}[min(${base} + ${i} * N + 4u * jq + ${e}u, ${base} + N * N - 1u)], 4u * jq + ${e}u < N)`).join(', ')})`;
+  const acc = (c: number): string => `acc${c}`;
+  const bcomp = (c: number): string => `${c < 4 ? 'b0' : 'b1'}.${COMP[c % 4]}`;
+  const stateType = vec ? 'array<vec4f>' : 'array<f32>';
   return /* wgsl */ `${header(N, 1)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'])}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy'])}
+@group(0) @binding(8) var<storage, read> states: ${stateType};
+@group(0) @binding(9) var<storage, read> sa: array<f32>;
+@group(0) @binding(10) var<storage, read> dsa: array<f32>;
+@group(0) @binding(11) var<storage, read> dSck: ${stateType};
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(15) var<storage, read_write> db: array<f32>;
 @group(0) @binding(16) var<storage, read_write> da: array<f32>;
-var<workgroup> xs: array<vec4f, ${16 * N}>;
-var<workgroup> mm: array<vec4f, 256>;
-var<workgroup> cc: array<f32, ${L * N}>;
+const NQ = ${NQ}u;
 const X2 = ${8 * N}u;
-fn mmAt(f: u32) -> f32 { return mm[f / 4u][f % 4u]; }
+var<workgroup> xs: array<vec4f, ${16 * 4 * NQ}>;
+var<workgroup> bm: array<vec4f, 512>;
+var<workgroup> cc: array<vec4f, ${L * NQ}>;
+var<workgroup> bnd: array<vec4f, ${4 * NQ}>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
   let bb = wid.y;
   let ch = wid.z;
-  let j = idx % N;
-  let g = idx / N;
+  let prod = idx / (4u * NQ);
+  let jq = idx % NQ;
+  let cg = (idx / NQ) % 4u;
   let t1 = ch * CHUNK;
   let Lc = min(CHUNK, p.T - t1);
-  // [dy dsa] and [v sa] by row i, the chunk's steps as columns, zero past its end.
+  // B's first N rows: [dy dsa] (X1) and [v sa] (X2) by row i, the chunk's steps as columns.
   for (var u = idx; u < CHUNK * N; u += ${WG}u) {
     let t = u / N;
     let i = u % N;
@@ -402,136 +417,145 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
       let e = tokenBase(bb, t1 + t, h) + i;
       x = vec4f(dy[e], dsa[e], v[e], sa[e]);
     }
-    xs[${'0u'} + i * 8u + ((t / 4u) ^ (i & 7u))][t % 4u] = x.x;
-    xs[i * 8u + (((t + 16u) / 4u) ^ (i & 7u))][t % 4u] = x.y;
-    xs[X2 + i * 8u + ((t / 4u) ^ (i & 7u))][t % 4u] = x.z;
-    xs[X2 + i * 8u + (((t + 16u) / 4u) ^ (i & 7u))][t % 4u] = x.w;
+    let lo = i * 8u + ((t / 4u) ^ (i & 7u));
+    let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 7u));
+    xs[lo][t % 4u] = x.x;
+    xs[hi][t % 4u] = x.y;
+    xs[X2 + lo][t % 4u] = x.z;
+    xs[X2 + hi][t % 4u] = x.w;
   }
   workgroupBarrier();
-  // M[s', t'] = [v sa]_s' · [dy dsa]_t', four columns t' at a time.
+  // M[s', t'] = [v sa]_s' · [dy dsa]_t', 4 columns at a time, into B's last 32 rows: of the
+  // first product masked to s ≤ t (dy columns) or s < t (dsa), of the second transposed and
+  // masked to u ≥ t (rows of r) or u > t (a).
   for (var o = idx; o < 256u; o += ${WG}u) {
     let s = o / 8u;
     let tq = o % 8u;
     var m = vec4f(0.0);
     for (var i = 0u; i < N; i++) {
-      m = fma(vec4f(${xv('X2', 'i', 's / 4u')}[s % 4u]), ${xv('0u', 'i', 'tq')}, m);
+      m = fma(vec4f(xs[X2 + i * 8u + ((s / 4u) ^ (i & 7u))][s % 4u]), xs[i * 8u + (tq ^ (i & 7u))], m);
     }
-    mm[o] = m;
+    let tt = (4u * tq) % 16u + vec4u(0u, 1u, 2u, 3u);
+    let strict = select(0u, 1u, tq >= 4u);
+    bm[o] = select(vec4f(0.0), m, vec4u(s % 16u + strict) <= tt);
+    for (var e = 0u; e < 4u; e++) {
+      let tc = 4u * tq + e;
+      let keep = select(tc % 16u >= s % 16u, tc % 16u > s % 16u, tc >= 16u);
+      bm[256u + tc * 8u + s / 4u][s % 4u] = select(0.0, m[e], keep);
+    }
   }
-  // P1 = S0ᵀ·[dy dsa] and P2 = Zᵀ·[v sa] at column j, columns 8g..8g+7.
-  let s0 = slotBase(bb, h, ch, p.slots) + j;
-  let z0 = slotBase(bb, h, ch, p.dslots) + j;
-  var p1lo = vec4f(0.0);
-  var p1hi = vec4f(0.0);
-  var p2lo = vec4f(0.0);
-  var p2hi = vec4f(0.0);
+  // The first N rows of the products: A = S0 (product 0) or Z (1), B = X1 or X2.
+  let sBase = slotBase(bb, h, ch, p.slots);
+  let zBase = slotBase(bb, h, ch, p.dslots);
+  let xb = select(0u, X2, prod == 1u);
+${rep(8, (c) => `  var ${acc(c)} = vec4f(0.0);`)}
   for (var i = 0u; i < N; i++) {
-    let sv = vec4f(states[s0 + i * N]);
-    let zv = vec4f(dSck[z0 + i * N]);
-    p1lo = fma(sv, ${xv('0u', 'i', '2u * g')}, p1lo);
-    p1hi = fma(sv, ${xv('0u', 'i', '2u * g + 1u')}, p1hi);
-    p2lo = fma(zv, ${xv('X2', 'i', '2u * g')}, p2lo);
-    p2hi = fma(zv, ${xv('X2', 'i', '2u * g + 1u')}, p2hi);
+    var a4: vec4f;
+    if (prod == 0u) { a4 = ${row4('states', 'sBase', 'i')}; } else { a4 = ${row4('dSck', 'zBase', 'i')}; }
+    let b0 = xs[xb + i * 8u + ((2u * cg) ^ (i & 7u))];
+    let b1 = xs[xb + i * 8u + ((2u * cg + 1u) ^ (i & 7u))];
+${rep(8, (c) => `    ${acc(c)} = fma(a4, vec4f(${bcomp(c)}), ${acc(c)});`)}
   }
-  // Σ_i Z∘S_top over rows g, g+4, …
-  let top = slotBase(bb, h, ch + 1u, p.slots) + j;
-  var bnd = 0.0;
-  for (var i = g; i < N; i += 4u) { bnd = fma(dSck[z0 + i * N], states[top + i * N], bnd); }
+  // Σ_i Z∘S_top at these columns, rows cg, cg+4, … apart.
+  if (prod == 1u) {
+    let topBase = slotBase(bb, h, ch + 1u, p.slots);
+    var z = vec4f(0.0);
+    for (var i = cg; i < N; i += 4u) { z = fma(${row4('dSck', 'zBase', 'i')}, ${row4('states', 'topBase', 'i')}, z); }
+    bnd[cg * NQ + jq] = z;
+  }
   workgroupBarrier();
-  // The column vectors by step: raw r, a, b, k, and the decays.
-  for (var u = idx; u < CHUNK * N; u += ${WG}u) {
-    let t = u / N;
-    let jj = u % N;
+  // A's last 32 rows by step: k, b (product 0) and r, a (product 1) raw, and the decays.
+  for (var u = idx; u < CHUNK * 4u * NQ; u += ${WG}u) {
+    let t = u / (4u * NQ);
+    let j = u % (4u * NQ);
     var x = vec4f(0.0);
     var dec = 1.0;
-    if (t < Lc) {
-      let e = tokenBase(bb, t1 + t, h) + jj;
-      x = vec4f(r[e], a[e], b[e], k[e]);
+    if (t < Lc && j < N) {
+      let e = tokenBase(bb, t1 + t, h) + j;
+      x = vec4f(k[e], b[e], r[e], a[e]);
       dec = exp(W_SCALE / (1.0 + exp(-w[e])));
     }
-${[0, 1, 2, 3].map((q) => `    xs[(${q * L}u * N + u) / 4u][u % 4u] = x.${COMP[q]};`).join('\n')}
-    cc[u] = dec;
+${[0, 1, 2, 3].map((q) => `    xs[(${q * L}u + t) * NQ + j / 4u][j % 4u] = x.${COMP[q]};`).join('\n')}
+    cc[t * NQ + j / 4u][j % 4u] = dec;
   }
   workgroupBarrier();
-  // Scaled in place: r·c_t, a·c_{t−1}, b/c_t, k/c_t for steps 4g..4g+3; then cc holds c.
-  var c = 1.0;
-  for (var t = 0u; t < 4u * g; t++) { c *= cc[t * N + j]; }
-  var cs = vec4f(0.0);
-  for (var e = 0u; e < 4u; e++) {
-    let t = 4u * g + e;
+  // Scaled in place to k/c_t, b/c_t, r·c_t, a·c_{t−1}; then cc holds c.
+  var cs: array<vec4f, ${Math.ceil((L * NQ) / WG)}>;
+  for (var u = idx; u < CHUNK * NQ; u += ${WG}u) {
+    let t = u / NQ;
+    let q = u % NQ;
+    var c = vec4f(1.0);
+    for (var m = 0u; m < t; m++) { c *= cc[m * NQ + q]; }
     let cPrev = c;
-    c *= cc[t * N + j];
-    cs[e] = c;
-    ${col(0, 't')} *= c;
-    ${col(1, 't')} *= cPrev;
-    ${col(2, 't')} /= c;
-    ${col(3, 't')} /= c;
+    c *= cc[u];
+    cs[(u - idx) / ${WG}u] = c;
+    xs[u] /= c;
+    xs[${L}u * NQ + u] /= c;
+    xs[${2 * L}u * NQ + u] *= c;
+    xs[${3 * L}u * NQ + u] *= cPrev;
   }
   workgroupBarrier();
-  for (var e = 0u; e < 4u; e++) { cc[(4u * g + e) * N + j] = cs[e]; }
+  for (var u = idx; u < CHUNK * NQ; u += ${WG}u) { cc[u] = cs[(u - idx) / ${WG}u]; }
   workgroupBarrier();
-  // g < 2: dr_t = c_t·(P1 + Σ_{s≤t} b/c_s·⟨sa_s,dy_t⟩ + k/c_s·⟨v_s,dy_t⟩), dk_t = (c_top·P2 +
-  // Σ_{u≥t} r·c_u·⟨v_t,dy_u⟩ + Σ_{u>t} a·c_{u−1}·⟨v_t,dsa_u⟩)/c_t; g ≥ 2 the same with dsa for
-  // dy (da, with s < t and c_{t−1}) and sa for v (db).
-  let kind = g / 2u;
-  let cTop = cc[(Lc - 1u) * N + j];
-  var q1 = vec4f(0.0);
-  var q1h = vec4f(0.0);
-  var q2 = vec4f(0.0);
-  var q2h = vec4f(0.0);
-${rep(8, (e) => {
-  const t = `(8u * (g % 2u) + ${e}u)`;
-  const tgt = e < 4 ? `q1${''}` : 'q1h';
-  const tgt2 = e < 4 ? 'q2' : 'q2h';
-  return `  {
-    let t = ${t};
+  // Z's part of the second product was Zᵀ·[v sa]; it is c_top·Zᵀ·[v sa].
+  if (prod == 1u) {
+    let cTop = cc[(Lc - 1u) * NQ + jq];
+${rep(8, (c) => `    ${acc(c)} *= cTop;`)}
+  }
+  let ab = prod * ${2 * L}u * NQ;
+  for (var s = 0u; s < 32u; s++) {
+    let a4 = xs[ab + s * NQ + jq];
+    let b0 = bm[prod * 256u + s * 8u + 2u * cg];
+    let b1 = bm[prod * 256u + s * 8u + 2u * cg + 1u];
+${rep(8, (c) => `    ${acc(c)} = fma(a4, vec4f(${bcomp(c)}), ${acc(c)});`)}
+  }
+  // Outputs at columns 8cg..8cg+7 = steps t of dy (cg < 2) or dsa (cg ≥ 2), and the terms of
+  // d log(decay) they give: r·dr, a·da, −k·dk, −b·db (region 2·prod + kind of xs, after a barrier).
+  let kind = cg / 2u;
+  let jBase = 4u * jq;
+  var qs: array<vec4f, 8>;
+${rep(8, (c) => `  {
+    let t = 8u * (cg % 2u) + ${c}u;
     if (t < Lc) {
-      let ct = cc[t * N + j];
-      var cPre = ct;
-      if (kind == 1u) { cPre = select(1.0, cc[(max(t, 1u) - 1u) * N + j], t > 0u); }
-      var s1 = p1${comps(e)};
-      for (var s = 0u; s < t + 1u - kind; s++) {
-        s1 = fma(${col(2, 's')}, mmAt((16u + s) * 32u + 16u * kind + t), s1);
-        s1 = fma(${col(3, 's')}, mmAt(s * 32u + 16u * kind + t), s1);
-      }
-      var s2 = cTop * p2${comps(e)};
-      let row = (16u * kind + t) * 32u;
-      for (var uu = t; uu < Lc; uu++) { s2 = fma(${col(0, 'uu')}, mmAt(row + uu), s2); }
-      for (var uu = t + 1u; uu < Lc; uu++) { s2 = fma(${col(1, 'uu')}, mmAt(row + 16u + uu), s2); }
-      let e = tokenBase(bb, t1 + t, h) + j;
-      if (kind == 0u) {
-        dr[e] = ct * s1;
-        dk[e] = s2 / ct;
-        ${tgt}[${e % 4}] = ${col(0, 't')} * s1 - ${col(3, 't')} * s2;
+      let ct = cc[t * NQ + jq];
+      var o: vec4f;
+      if (prod == 0u) {
+        if (kind == 0u) { o = ct * ${acc(c)}; } else { o = select(vec4f(1.0), cc[(max(t, 1u) - 1u) * NQ + jq], t > 0u) * ${acc(c)}; }
+        qs[${c}] = xs[(${2 * L}u + 16u * kind + t) * NQ + jq] * ${acc(c)};
       } else {
-        da[e] = cPre * s1;
-        db[e] = s2 / ct;
-        ${tgt}[${e % 4}] = ${col(1, 't')} * s1;
-        ${tgt2}[${e % 4}] = -${col(2, 't')} * s2;
+        o = ${acc(c)} / ct;
+        qs[${c}] = -xs[(16u * kind + t) * NQ + jq] * ${acc(c)};
+      }
+      let e = tokenBase(bb, t1 + t, h) + jBase;
+      for (var q = 0u; q < 4u; q++) {
+        if (jBase + q < N) {
+          switch (prod * 2u + kind) {
+            case 0u: { dr[e + q] = o[q]; }
+            case 1u: { da[e + q] = o[q]; }
+            case 2u: { dk[e + q] = o[q]; }
+            default: { db[e + q] = o[q]; }
+          }
+        }
       }
     }
-  }`;
-})}
+  }`)}
   workgroupBarrier();
-  // The terms of d log(decay): r·dr − k·dk (region 0), a·da (1), −b·db (2), Σ Z∘S_top's parts (3).
-${rep(8, (e) => {
-  const t = `(8u * (g % 2u) + ${e}u)`;
-  const q = e < 4 ? 'q1' : 'q1h';
-  const q2 = e < 4 ? 'q2' : 'q2h';
-  return `  if (kind == 0u) { ${col(0, t)} = ${q}[${e % 4}]; } else { ${col(1, t)} = ${q}[${e % 4}]; ${col(2, t)} = ${q2}[${e % 4}]; }`;
-})}
-  ${col(3, 'g')} = bnd;
+${rep(8, (c) => `  xs[((prod * 2u + kind) * 16u + 8u * (cg % 2u) + ${c}u) * NQ + jq] = qs[${c}];`)}
   workgroupBarrier();
-  if (g == 0u) {
-    var acc = 0.0;
-    for (var gg = 0u; gg < 4u; gg++) { acc += ${col(3, 'gg')}; }
+  // d log(decay_t) = Σ_{u≥t} (r·dr − k·dk − b·db)_u + Σ_{u>t} (a·da)_u + Σ_i Z∘S_top.
+  if (idx < NQ) {
+    var g = bnd[jq] + bnd[NQ + jq] + bnd[2u * NQ + jq] + bnd[3u * NQ + jq];
     for (var t = Lc; t > 0u; t--) {
       let tt = t - 1u;
-      acc += ${col(0, 'tt')} + ${col(2, 'tt')};
-      if (t < Lc) { acc += ${col(1, 't')}; }
-      let e = tokenBase(bb, t1 + tt, h) + j;
-      let sig = 1.0 / (1.0 + exp(-w[e]));
-      dw[e] = acc * W_SCALE * sig * (1.0 - sig);
+      g += xs[tt * NQ + jq] + xs[(32u + tt) * NQ + jq] + xs[(48u + tt) * NQ + jq];
+      if (t < Lc) { g += xs[(16u + t) * NQ + jq]; }
+      let e = tokenBase(bb, t1 + tt, h) + jBase;
+      for (var q = 0u; q < 4u; q++) {
+        if (jBase + q < N) {
+          let sig = 1.0 / (1.0 + exp(-w[e + q]));
+          dw[e + q] = g[q] * W_SCALE * sig * (1.0 - sig);
+        }
+      }
     }
   }
 }`;
