@@ -380,6 +380,10 @@ export function chunkBackwardWgsl(N: number): string {
   const acc = (c: number): string => `acc${c}`;
   const bcomp = (c: number): string => `${c < 4 ? 'b0' : 'b1'}.${COMP[c % 4]}`;
   const stateType = vec ? 'array<vec4f>' : 'array<f32>';
+  // Rows of S0 and Z loaded at once in the products (a divisor of N), and the loading loops' lengths.
+  const U = [8, 4, 2, 1].find((u) => N % u === 0) ?? 1;
+  const xIters = Math.ceil((L * N) / WG);
+  const cIters = Math.ceil((L * 4 * NQ) / WG);
   return /* wgsl */ `${header(N, 1)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy'])}
 @group(0) @binding(8) var<storage, read> states: ${stateType};
@@ -398,6 +402,40 @@ var<workgroup> bm: array<vec4f, 512>;
 var<workgroup> cc: array<vec4f, ${L * NQ}>;
 var<workgroup> bnd: array<vec4f, ${4 * NQ}>;
 
+fn xLoad(bb: u32, h: u32, t1: u32, Lc: u32, u: u32) -> vec4f {
+  let t = u / N;
+  if (u >= CHUNK * N || t >= Lc) { return vec4f(0.0); }
+  let e = tokenBase(bb, t1 + t, h) + u % N;
+  return vec4f(dy[e], dsa[e], v[e], sa[e]);
+}
+fn xStore(u: u32, x: vec4f) {
+  if (u >= CHUNK * N) { return; }
+  let t = u / N;
+  let i = u % N;
+  let lo = i * 8u + ((t / 4u) ^ (i & 7u));
+  let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 7u));
+  xs[lo][t % 4u] = x.x;
+  xs[hi][t % 4u] = x.y;
+  xs[X2 + lo][t % 4u] = x.z;
+  xs[X2 + hi][t % 4u] = x.w;
+}
+// Step t's k, b, r, a and decay at column j (u = t·4NQ + j), zero (decay 1) past the chunk or N.
+struct ColIn { x: vec4f, dec: f32 }
+fn colLoad(bb: u32, h: u32, t1: u32, Lc: u32, u: u32) -> ColIn {
+  let t = u / (4u * NQ);
+  let j = u % (4u * NQ);
+  if (u >= CHUNK * 4u * NQ || t >= Lc || j >= N) { return ColIn(vec4f(0.0), 1.0); }
+  let e = tokenBase(bb, t1 + t, h) + j;
+  return ColIn(vec4f(k[e], b[e], r[e], a[e]), exp(W_SCALE / (1.0 + exp(-w[e]))));
+}
+fn colStore(u: u32, c: ColIn) {
+  if (u >= CHUNK * 4u * NQ) { return; }
+  let t = u / (4u * NQ);
+  let j = u % (4u * NQ);
+${[0, 1, 2, 3].map((q) => `  xs[(${q * L}u + t) * NQ + j / 4u][j % 4u] = c.x.${COMP[q]};`).join('\n')}
+  cc[t * NQ + j / 4u][j % 4u] = c.dec;
+}
+
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
@@ -409,21 +447,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let t1 = ch * CHUNK;
   let Lc = min(CHUNK, p.T - t1);
   // B's first N rows: [dy dsa] (X1) and [v sa] (X2) by row i, the chunk's steps as columns.
-  for (var u = idx; u < CHUNK * N; u += ${WG}u) {
-    let t = u / N;
-    let i = u % N;
-    var x = vec4f(0.0);
-    if (t < Lc) {
-      let e = tokenBase(bb, t1 + t, h) + i;
-      x = vec4f(dy[e], dsa[e], v[e], sa[e]);
-    }
-    let lo = i * 8u + ((t / 4u) ^ (i & 7u));
-    let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 7u));
-    xs[lo][t % 4u] = x.x;
-    xs[hi][t % 4u] = x.y;
-    xs[X2 + lo][t % 4u] = x.z;
-    xs[X2 + hi][t % 4u] = x.w;
-  }
+  // Every load is issued before the first store: one wait for memory, not one per iteration.
+${rep(xIters, (n) => `  let x${n} = xLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
+${rep(xIters, (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
   workgroupBarrier();
   // M[s', t'] = [v sa]_s' · [dy dsa]_t', 4 columns at a time, into B's last 32 rows: of the
   // first product masked to s ≤ t (dy columns) or s < t (dsa), of the second transposed and
@@ -449,35 +475,35 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let zBase = slotBase(bb, h, ch, p.dslots);
   let xb = select(0u, X2, prod == 1u);
 ${rep(8, (c) => `  var ${acc(c)} = vec4f(0.0);`)}
-  for (var i = 0u; i < N; i++) {
-    var a4: vec4f;
-    if (prod == 0u) { a4 = ${row4('states', 'sBase', 'i')}; } else { a4 = ${row4('dSck', 'zBase', 'i')}; }
-    let b0 = xs[xb + i * 8u + ((2u * cg) ^ (i & 7u))];
-    let b1 = xs[xb + i * 8u + ((2u * cg + 1u) ^ (i & 7u))];
-${rep(8, (c) => `    ${acc(c)} = fma(a4, vec4f(${bcomp(c)}), ${acc(c)});`)}
+  for (var i0 = 0u; i0 < N; i0 += ${U}u) {
+${rep(U, (n) => `    var a${n}: vec4f;`)}
+    if (prod == 0u) {
+${rep(U, (n) => `      a${n} = ${row4('states', 'sBase', `(i0 + ${n}u)`)};`)}
+    } else {
+${rep(U, (n) => `      a${n} = ${row4('dSck', 'zBase', `(i0 + ${n}u)`)};`)}
+    }
+${rep(U, (n) => `    {
+      let i = i0 + ${n}u;
+      let b0 = xs[xb + i * 8u + ((2u * cg) ^ (i & 7u))];
+      let b1 = xs[xb + i * 8u + ((2u * cg + 1u) ^ (i & 7u))];
+${rep(8, (c) => `      ${acc(c)} = fma(a${n}, vec4f(${bcomp(c)}), ${acc(c)});`)}
+    }`)}
   }
   // Σ_i Z∘S_top at these columns, rows cg, cg+4, … apart.
   if (prod == 1u) {
     let topBase = slotBase(bb, h, ch + 1u, p.slots);
     var z = vec4f(0.0);
-    for (var i = cg; i < N; i += 4u) { z = fma(${row4('dSck', 'zBase', 'i')}, ${row4('states', 'topBase', 'i')}, z); }
+    for (var i0 = 0u; i0 < N; i0 += ${4 * U}u) {
+${rep(U, (n) => `      let z${n} = ${row4('dSck', 'zBase', `min(i0 + cg + ${4 * n}u, N - 1u)`)};`)}
+${rep(U, (n) => `      let s${n} = ${row4('states', 'topBase', `min(i0 + cg + ${4 * n}u, N - 1u)`)};`)}
+${rep(U, (n) => `      if (i0 + cg + ${4 * n}u < N) { z = fma(z${n}, s${n}, z); }`)}
+    }
     bnd[cg * NQ + jq] = z;
   }
   workgroupBarrier();
   // A's last 32 rows by step: k, b (product 0) and r, a (product 1) raw, and the decays.
-  for (var u = idx; u < CHUNK * 4u * NQ; u += ${WG}u) {
-    let t = u / (4u * NQ);
-    let j = u % (4u * NQ);
-    var x = vec4f(0.0);
-    var dec = 1.0;
-    if (t < Lc && j < N) {
-      let e = tokenBase(bb, t1 + t, h) + j;
-      x = vec4f(k[e], b[e], r[e], a[e]);
-      dec = exp(W_SCALE / (1.0 + exp(-w[e])));
-    }
-${[0, 1, 2, 3].map((q) => `    xs[(${q * L}u + t) * NQ + j / 4u][j % 4u] = x.${COMP[q]};`).join('\n')}
-    cc[t * NQ + j / 4u][j % 4u] = dec;
-  }
+${rep(cIters, (n) => `  let c${n} = colLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
+${rep(cIters, (n) => `  colStore(idx + ${n * WG}u, c${n});`)}
   workgroupBarrier();
   // Scaled in place to k/c_t, b/c_t, r·c_t, a·c_{t−1}; then cc holds c.
   var cs: array<vec4f, ${Math.ceil((L * NQ) / WG)}>;
@@ -543,20 +569,23 @@ ${rep(8, (c) => `  {
 ${rep(8, (c) => `  xs[((prod * 2u + kind) * 16u + 8u * (cg % 2u) + ${c}u) * NQ + jq] = qs[${c}];`)}
   workgroupBarrier();
   // d log(decay_t) = Σ_{u≥t} (r·dr − k·dk − b·db)_u + Σ_{u>t} (a·da)_u + Σ_i Z∘S_top.
-  if (idx < NQ) {
-    var g = bnd[jq] + bnd[NQ + jq] + bnd[2u * NQ + jq] + bnd[3u * NQ + jq];
-    for (var t = Lc; t > 0u; t--) {
-      let tt = t - 1u;
-      g += xs[tt * NQ + jq] + xs[(32u + tt) * NQ + jq] + xs[(48u + tt) * NQ + jq];
-      if (t < Lc) { g += xs[(16u + t) * NQ + jq]; }
-      let e = tokenBase(bb, t1 + tt, h) + jBase;
-      for (var q = 0u; q < 4u; q++) {
-        if (jBase + q < N) {
-          let sig = 1.0 / (1.0 + exp(-w[e + q]));
-          dw[e + q] = g[q] * W_SCALE * sig * (1.0 - sig);
-        }
-      }
+${rep((L * NQ) / WG, (n) => `  {
+    let u = idx + ${n * WG}u;
+    let t = u / NQ;
+    let e = tokenBase(bb, t1 + t, h) + 4u * (u % NQ);
+    var wr = vec4f(0.0);
+    if (t < Lc) {
+      for (var m = 0u; m < 4u; m++) { if (4u * (u % NQ) + m < N) { wr[m] = w[e + m]; } }
     }
-  }
+    if (t < Lc) {
+      let q = u % NQ;
+      var g = bnd[q] + bnd[NQ + q] + bnd[2u * NQ + q] + bnd[3u * NQ + q];
+      for (var s = t; s < Lc; s++) { g += xs[s * NQ + q] + xs[(32u + s) * NQ + q] + xs[(48u + s) * NQ + q]; }
+      for (var s = t + 1u; s < Lc; s++) { g += xs[(16u + s) * NQ + q]; }
+      let sig = 1.0 / (1.0 + exp(-wr));
+      let d = g * W_SCALE * sig * (1.0 - sig);
+      for (var m = 0u; m < 4u; m++) { if (4u * q + m < N) { dw[e + m] = d[m]; } }
+    }
+  }`)}
 }`;
 }
