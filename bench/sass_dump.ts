@@ -27,7 +27,7 @@ const MAGIC = Buffer.from('NVDANVVMNVuc');
 const ZSTD = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 const CODE_START = 408;
 const EXIT = 0x94d;
-const COUNTED = ['FFMA', 'FMUL', 'FADD', 'HMMA', 'LDSM', 'LDS', 'STS', 'LDG', 'STG', 'SHFL', 'BAR', 'ISETP'];
+const COUNTED = ['FFMA', 'FMUL', 'FADD', 'HMMA', 'LDSM', 'LDS', 'STS', 'LDG', 'STG', 'LDL', 'STL', 'SHFL', 'BAR', 'ISETP'];
 
 const files = (dir: string): string[] => readdirSync(dir).flatMap((f) => (statSync(join(dir, f)).isDirectory() ? files(join(dir, f)) : [join(dir, f)]));
 
@@ -53,26 +53,41 @@ function entries(file: Buffer): Buffer[] {
   return out;
 }
 
-/** The instructions of a compute shader's entry, up to and including its last EXIT. */
-function code(entry: Buffer): Buffer | undefined {
+/** The instructions of a compute shader's entry from `start`, up to and including its last EXIT. */
+function code(entry: Buffer, start: number): Buffer | undefined {
   if (!entry.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
   let end = -1;
-  for (let o = CODE_START; o + 16 <= entry.length; o += 16) if ((entry.readUInt16LE(o) & 0xfff) === EXIT) end = o + 16;
-  return end > 0 ? entry.subarray(CODE_START, end) : undefined;
+  for (let o = start; o + 16 <= entry.length; o += 16) if ((entry.readUInt16LE(o) & 0xfff) === EXIT) end = o + 16;
+  return end > 0 ? entry.subarray(start, end) : undefined;
+}
+
+/**
+ * Disassembles an entry's code; where nvdisasm rejects the code from byte 408 (a header
+ * longer than usual: seen on a kernel with 17 bindings and several workgroup arrays), from
+ * the next 16-byte steps up to 1 KiB later.
+ */
+function disassemble(entry: Buffer, raw: string): string | undefined {
+  let error = '';
+  for (let start = CODE_START; start <= CODE_START + 1024; start += 16) {
+    const bin = code(entry, start);
+    if (!bin) return undefined;
+    writeFileSync(raw, bin);
+    const r = spawnSync(nvdisasm, ['--binary', 'SM90', raw], { encoding: 'utf8' });
+    if (r.status === 0) return r.stdout;
+    error ||= r.stderr || (r.error?.message ?? '');
+  }
+  throw new Error(`${nvdisasm} failed on ${raw}: ${error}`);
 }
 
 mkdirSync(outDir, { recursive: true });
 let n = 0;
 for (const f of files(cacheDir).filter((x) => x.endsWith('.bin'))) {
   for (const entry of entries(readFileSync(f))) {
-    const bin = code(entry);
-    if (!bin) continue;
     const raw = join(outDir, `shader-${n}.bin`);
-    writeFileSync(raw, bin);
-    const r = spawnSync(nvdisasm, ['--binary', 'SM90', raw], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`${nvdisasm} failed on ${raw}: ${r.stderr || r.error?.message}`);
-    writeFileSync(join(outDir, `shader-${n}.sass`), r.stdout);
-    const ops = r.stdout.split('\n').flatMap((l) => /\*\/\s+(?:@!?U?P\w+\s+)?([A-Z0-9]+)/.exec(l)?.[1] ?? []);
+    const sass = disassemble(entry, raw);
+    if (sass === undefined) continue;
+    writeFileSync(join(outDir, `shader-${n}.sass`), sass);
+    const ops = sass.split('\n').flatMap((l) => /\*\/\s+(?:@!?U?P\w+\s+)?([A-Z0-9]+)/.exec(l)?.[1] ?? []);
     const mix = COUNTED.map((op) => `${op} ${ops.filter((x) => x === op).length}`).join(', ');
     console.log(`shader-${n}: ${ops.length} instructions; ${mix}`);
     n++;

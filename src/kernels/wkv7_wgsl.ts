@@ -37,11 +37,11 @@ const COMP = ['x', 'y', 'z', 'w'];
 const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
-export const chunkWorkgroupSize = (N: number): number => 8 * Math.ceil(N / 4);
+export const chunkWorkgroupSize = (N: number): number => 16 * Math.ceil(N / 4);
 
 /** Workgroup memory of the row scans and of the chunk pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
-export const chunkWorkgroupBytes = (N: number): number => (64 + 16 + 4) * Math.ceil(N / 4) * 16 + 512 * 16;
+export const chunkWorkgroupBytes = (N: number): number => (64 + 16 + 8) * Math.ceil(N / 4) * 16 + 512 * 16;
 
 /** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
 const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
@@ -362,46 +362,50 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * backward). The decays of 16 steps stay above 0.545¹⁶ ≈ 6e-5, so k/c and b/c keep far from
  * f32's range.
  *
- * Invocation (product, columns 4jq..4jq+3, output columns 8cg..8cg+7) keeps 8 vec4 sums, each
- * row adding a vec4 of A times one B value: rows of S0 and Z come from storage, B from
- * workgroup memory, where `xs` holds [dy dsa] and [v sa] by row (the vec4 index swizzled with
- * the row, so that the transposing stores spread over the banks), then the rows [k/c; b/c]
- * and [r·c; a·c_{t−1}], then the terms of d log(decay); `bm` holds the masked M and Mᵀ, `cc`
- * the decays, then c.
+ * Invocation (product, output columns 4cg..4cg+3, state columns 4jq..4jq+3) keeps 4 vec4
+ * sums, each row adding a vec4 of A times one B value. Rows of S0 and Z come from storage, 4
+ * at a time; B from workgroup memory, where `xs` holds [dy dsa] and [v sa] by row (the vec4
+ * index swizzled with the row, so that the transposing stores spread over the banks), then
+ * the rows [k/c; b/c] and [r·c; a·c_{t−1}], then the terms of d log(decay); `bm` holds the
+ * masked M and Mᵀ, `cc` the decays, then c. Each phase issues all its loads before using one.
  */
 export function chunkBackwardWgsl(N: number): string {
   const L = WKV7_CHUNK;
   const NQ = Math.ceil(N / 4);
   const WG = chunkWorkgroupSize(N);
   const vec = N % 4 === 0;
+  const arr = vec ? 'array<vec4f>' : 'array<f32>';
+  // Rows of S0 and Z loaded at once (a divisor of N; with 4, i & 3 is the unrolled index).
+  const U = [4, 2, 1].find((u) => N % u === 0) ?? 1;
+  const sw = (i: string, n: number): string => (U === 4 ? `${n}u` : `(${i} & 3u)`);
   // Columns 4jq..4jq+3 of row i of the N×N matrix at `base` of `buf`, zero past N.
   const row4 = (buf: string, base: string, i: string): string =>
-    vec ? `${buf}[(${base} + ${i} * N) / 4u + jq]` : `vec4f(${[0, 1, 2, 3].map((e) => `select(0.0, ${buf}[min(${base} + ${i} * N + 4u * jq + ${e}u, ${base} + N * N - 1u)], 4u * jq + ${e}u < N)`).join(', ')})`;
-  const acc = (c: number): string => `acc${c}`;
-  const bcomp = (c: number): string => `${c < 4 ? 'b0' : 'b1'}.${COMP[c % 4]}`;
-  const stateType = vec ? 'array<vec4f>' : 'array<f32>';
-  // Rows of S0 and Z loaded at once in the products (a divisor of N), and the loading loops' lengths.
-  const U = [8, 4, 2, 1].find((u) => N % u === 0) ?? 1;
-  const xIters = Math.ceil((L * N) / WG);
-  const cIters = Math.ceil((L * 4 * NQ) / WG);
+    vec
+      ? `${buf}[(${base} + ${i} * N) / 4u + jq]`
+      : `vec4f(${[0, 1, 2, 3].map((e) => `select(0.0, ${buf}[min(${base} + ${i} * N + 4u * jq + ${e}u, ${base} + N * N - 1u)], 4u * jq + ${e}u < N)`).join(', ')})`;
+  // Stores vec4 `x` at columns 4jq..4jq+3 of the per-token vector at element `e` of `buf`.
+  const store4 = (buf: string, e: string, x: string): string =>
+    vec ? `${buf}[(${e}) / 4u] = ${x};` : `for (var m = 0u; m < 4u; m++) { if (4u * jq + m < N) { ${buf}[${e} + m] = ${x}[m]; } }`;
+  const fmas = (a: string, b: string): string => rep(4, (c) => `    acc${c} = fma(${a}, vec4f(${b}.${COMP[c]}), acc${c});`);
   return /* wgsl */ `${header(N, 1)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy'])}
-@group(0) @binding(8) var<storage, read> states: ${stateType};
+@group(0) @binding(8) var<storage, read> states: ${arr};
 @group(0) @binding(9) var<storage, read> sa: array<f32>;
 @group(0) @binding(10) var<storage, read> dsa: array<f32>;
-@group(0) @binding(11) var<storage, read> dSck: ${stateType};
-@group(0) @binding(12) var<storage, read_write> dr: array<f32>;
-@group(0) @binding(13) var<storage, read_write> dw: array<f32>;
-@group(0) @binding(14) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(15) var<storage, read_write> db: array<f32>;
-@group(0) @binding(16) var<storage, read_write> da: array<f32>;
+@group(0) @binding(11) var<storage, read> dSck: ${arr};
+@group(0) @binding(12) var<storage, read_write> dr: ${arr};
+@group(0) @binding(13) var<storage, read_write> dw: ${arr};
+@group(0) @binding(14) var<storage, read_write> dk: ${arr};
+@group(0) @binding(15) var<storage, read_write> db: ${arr};
+@group(0) @binding(16) var<storage, read_write> da: ${arr};
 const NQ = ${NQ}u;
 const X2 = ${8 * N}u;
-var<workgroup> xs: array<vec4f, ${16 * 4 * NQ}>;
+var<workgroup> xs: array<vec4f, ${64 * NQ}>;
 var<workgroup> bm: array<vec4f, 512>;
 var<workgroup> cc: array<vec4f, ${L * NQ}>;
-var<workgroup> bnd: array<vec4f, ${4 * NQ}>;
+var<workgroup> bnd: array<vec4f, ${8 * NQ}>;
 
+// Element u = t·N + i of [dy dsa v sa] at step t of the chunk, zero past its end.
 fn xLoad(bb: u32, h: u32, t1: u32, Lc: u32, u: u32) -> vec4f {
   let t = u / N;
   if (u >= CHUNK * N || t >= Lc) { return vec4f(0.0); }
@@ -412,8 +416,8 @@ fn xStore(u: u32, x: vec4f) {
   if (u >= CHUNK * N) { return; }
   let t = u / N;
   let i = u % N;
-  let lo = i * 8u + ((t / 4u) ^ (i & 7u));
-  let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 7u));
+  let lo = i * 8u + ((t / 4u) ^ (i & 3u));
+  let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 3u));
   xs[lo][t % 4u] = x.x;
   xs[hi][t % 4u] = x.y;
   xs[X2 + lo][t % 4u] = x.z;
@@ -441,15 +445,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let h = wid.x;
   let bb = wid.y;
   let ch = wid.z;
-  let prod = idx / (4u * NQ);
+  let prod = idx / (8u * NQ);
+  let cg = (idx / NQ) % 8u;
   let jq = idx % NQ;
-  let cg = (idx / NQ) % 4u;
   let t1 = ch * CHUNK;
   let Lc = min(CHUNK, p.T - t1);
   // B's first N rows: [dy dsa] (X1) and [v sa] (X2) by row i, the chunk's steps as columns.
-  // Every load is issued before the first store: one wait for memory, not one per iteration.
-${rep(xIters, (n) => `  let x${n} = xLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
-${rep(xIters, (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
+${rep(Math.ceil((L * N) / WG), (n) => `  let x${n} = xLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
+${rep(Math.ceil((L * N) / WG), (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
   workgroupBarrier();
   // M[s', t'] = [v sa]_s' · [dy dsa]_t', 4 columns at a time, into B's last 32 rows: of the
   // first product masked to s ≤ t (dy columns) or s < t (dsa), of the second transposed and
@@ -459,7 +462,7 @@ ${rep(xIters, (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
     let tq = o % 8u;
     var m = vec4f(0.0);
     for (var i = 0u; i < N; i++) {
-      m = fma(vec4f(xs[X2 + i * 8u + ((s / 4u) ^ (i & 7u))][s % 4u]), xs[i * 8u + (tq ^ (i & 7u))], m);
+      m = fma(vec4f(xs[X2 + i * 8u + ((s / 4u) ^ (i & 3u))][s % 4u]), xs[i * 8u + (tq ^ (i & 3u))], m);
     }
     let tt = (4u * tq) % 16u + vec4u(0u, 1u, 2u, 3u);
     let strict = select(0u, 1u, tq >= 4u);
@@ -474,7 +477,7 @@ ${rep(xIters, (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
   let sBase = slotBase(bb, h, ch, p.slots);
   let zBase = slotBase(bb, h, ch, p.dslots);
   let xb = select(0u, X2, prod == 1u);
-${rep(8, (c) => `  var ${acc(c)} = vec4f(0.0);`)}
+${rep(4, (c) => `  var acc${c} = vec4f(0.0);`)}
   for (var i0 = 0u; i0 < N; i0 += ${U}u) {
 ${rep(U, (n) => `    var a${n}: vec4f;`)}
     if (prod == 0u) {
@@ -483,109 +486,90 @@ ${rep(U, (n) => `      a${n} = ${row4('states', 'sBase', `(i0 + ${n}u)`)};`)}
 ${rep(U, (n) => `      a${n} = ${row4('dSck', 'zBase', `(i0 + ${n}u)`)};`)}
     }
 ${rep(U, (n) => `    {
-      let i = i0 + ${n}u;
-      let b0 = xs[xb + i * 8u + ((2u * cg) ^ (i & 7u))];
-      let b1 = xs[xb + i * 8u + ((2u * cg + 1u) ^ (i & 7u))];
-${rep(8, (c) => `      ${acc(c)} = fma(a${n}, vec4f(${bcomp(c)}), ${acc(c)});`)}
+      let bv = xs[xb + (i0 + ${n}u) * 8u + (cg ^ ${sw(`(i0 + ${n}u)`, n)})];
+  ${fmas(`a${n}`, 'bv')}
     }`)}
   }
-  // Σ_i Z∘S_top at these columns, rows cg, cg+4, … apart.
+  // Σ_i Z∘S_top at these columns, rows cg, cg+8, … apart (product 1's invocations).
   if (prod == 1u) {
     let topBase = slotBase(bb, h, ch + 1u, p.slots);
     var z = vec4f(0.0);
-    for (var i0 = 0u; i0 < N; i0 += ${4 * U}u) {
-${rep(U, (n) => `      let z${n} = ${row4('dSck', 'zBase', `min(i0 + cg + ${4 * n}u, N - 1u)`)};`)}
-${rep(U, (n) => `      let s${n} = ${row4('states', 'topBase', `min(i0 + cg + ${4 * n}u, N - 1u)`)};`)}
-${rep(U, (n) => `      if (i0 + cg + ${4 * n}u < N) { z = fma(z${n}, s${n}, z); }`)}
+    for (var i0 = 0u; i0 < N; i0 += ${8 * U}u) {
+${rep(U, (n) => `      let z${n} = ${row4('dSck', 'zBase', `min(i0 + cg + ${8 * n}u, N - 1u)`)};`)}
+${rep(U, (n) => `      let s${n} = ${row4('states', 'topBase', `min(i0 + cg + ${8 * n}u, N - 1u)`)};`)}
+${rep(U, (n) => `      if (i0 + cg + ${8 * n}u < N) { z = fma(z${n}, s${n}, z); }`)}
     }
     bnd[cg * NQ + jq] = z;
   }
   workgroupBarrier();
   // A's last 32 rows by step: k, b (product 0) and r, a (product 1) raw, and the decays.
-${rep(cIters, (n) => `  let c${n} = colLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
-${rep(cIters, (n) => `  colStore(idx + ${n * WG}u, c${n});`)}
+${rep(Math.ceil((L * 4 * NQ) / WG), (n) => `  let c${n} = colLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
+${rep(Math.ceil((L * 4 * NQ) / WG), (n) => `  colStore(idx + ${n * WG}u, c${n});`)}
   workgroupBarrier();
-  // Scaled in place to k/c_t, b/c_t, r·c_t, a·c_{t−1}; then cc holds c.
-  var cs: array<vec4f, ${Math.ceil((L * NQ) / WG)}>;
-  for (var u = idx; u < CHUNK * NQ; u += ${WG}u) {
-    let t = u / NQ;
-    let q = u % NQ;
-    var c = vec4f(1.0);
-    for (var m = 0u; m < t; m++) { c *= cc[m * NQ + q]; }
-    let cPrev = c;
-    c *= cc[u];
-    cs[(u - idx) / ${WG}u] = c;
-    xs[u] /= c;
-    xs[${L}u * NQ + u] /= c;
-    xs[${2 * L}u * NQ + u] *= c;
-    xs[${3 * L}u * NQ + u] *= cPrev;
-  }
+  // Scaled in place to k/c_t, b/c_t, r·c_t, a·c_{t−1}; then cc holds c. (16·NQ = WG elements.)
+  let ts = idx / NQ;
+  var c = vec4f(1.0);
+  for (var m = 0u; m < ts; m++) { c *= cc[m * NQ + jq]; }
+  let cPrev = c;
+  c *= cc[idx];
+  xs[idx] /= c;
+  xs[${L}u * NQ + idx] /= c;
+  xs[${2 * L}u * NQ + idx] *= c;
+  xs[${3 * L}u * NQ + idx] *= cPrev;
   workgroupBarrier();
-  for (var u = idx; u < CHUNK * NQ; u += ${WG}u) { cc[u] = cs[(u - idx) / ${WG}u]; }
+  cc[idx] = c;
   workgroupBarrier();
   // Z's part of the second product was Zᵀ·[v sa]; it is c_top·Zᵀ·[v sa].
   if (prod == 1u) {
     let cTop = cc[(Lc - 1u) * NQ + jq];
-${rep(8, (c) => `    ${acc(c)} *= cTop;`)}
+${rep(4, (cc) => `    acc${cc} *= cTop;`)}
   }
   let ab = prod * ${2 * L}u * NQ;
   for (var s = 0u; s < 32u; s++) {
     let a4 = xs[ab + s * NQ + jq];
-    let b0 = bm[prod * 256u + s * 8u + 2u * cg];
-    let b1 = bm[prod * 256u + s * 8u + 2u * cg + 1u];
-${rep(8, (c) => `    ${acc(c)} = fma(a4, vec4f(${bcomp(c)}), ${acc(c)});`)}
+    let bv = bm[prod * 256u + s * 8u + cg];
+${fmas('a4', 'bv')}
   }
-  // Outputs at columns 8cg..8cg+7 = steps t of dy (cg < 2) or dsa (cg ≥ 2), and the terms of
+  // Outputs at columns 4cg..4cg+3 = steps t of dy (cg < 4) or dsa (cg ≥ 4), and the terms of
   // d log(decay) they give: r·dr, a·da, −k·dk, −b·db (region 2·prod + kind of xs, after a barrier).
-  let kind = cg / 2u;
-  let jBase = 4u * jq;
-  var qs: array<vec4f, 8>;
-${rep(8, (c) => `  {
-    let t = 8u * (cg % 2u) + ${c}u;
+  let kind = cg / 4u;
+${rep(4, (n) => `  var q${n} = vec4f(0.0);`)}
+${rep(4, (n) => `  {
+    let t = 4u * (cg % 4u) + ${n}u;
     if (t < Lc) {
       let ct = cc[t * NQ + jq];
       var o: vec4f;
       if (prod == 0u) {
-        if (kind == 0u) { o = ct * ${acc(c)}; } else { o = select(vec4f(1.0), cc[(max(t, 1u) - 1u) * NQ + jq], t > 0u) * ${acc(c)}; }
-        qs[${c}] = xs[(${2 * L}u + 16u * kind + t) * NQ + jq] * ${acc(c)};
+        if (kind == 0u) { o = ct * acc${n}; } else { o = select(vec4f(1.0), cc[(max(t, 1u) - 1u) * NQ + jq], t > 0u) * acc${n}; }
+        q${n} = xs[(${2 * L}u + 16u * kind + t) * NQ + jq] * acc${n};
       } else {
-        o = ${acc(c)} / ct;
-        qs[${c}] = -xs[(16u * kind + t) * NQ + jq] * ${acc(c)};
+        o = acc${n} / ct;
+        q${n} = -xs[(16u * kind + t) * NQ + jq] * acc${n};
       }
-      let e = tokenBase(bb, t1 + t, h) + jBase;
-      for (var q = 0u; q < 4u; q++) {
-        if (jBase + q < N) {
-          switch (prod * 2u + kind) {
-            case 0u: { dr[e + q] = o[q]; }
-            case 1u: { da[e + q] = o[q]; }
-            case 2u: { dk[e + q] = o[q]; }
-            default: { db[e + q] = o[q]; }
-          }
-        }
+      let e = tokenBase(bb, t1 + t, h) + 4u * jq;
+      switch (prod * 2u + kind) {
+        case 0u: { ${store4('dr', 'e', 'o')} }
+        case 1u: { ${store4('da', 'e', 'o')} }
+        case 2u: { ${store4('dk', 'e', 'o')} }
+        default: { ${store4('db', 'e', 'o')} }
       }
     }
   }`)}
   workgroupBarrier();
-${rep(8, (c) => `  xs[((prod * 2u + kind) * 16u + 8u * (cg % 2u) + ${c}u) * NQ + jq] = qs[${c}];`)}
+${rep(4, (n) => `  xs[((prod * 2u + kind) * 16u + 4u * (cg % 4u) + ${n}u) * NQ + jq] = q${n};`)}
   workgroupBarrier();
-  // d log(decay_t) = Σ_{u≥t} (r·dr − k·dk − b·db)_u + Σ_{u>t} (a·da)_u + Σ_i Z∘S_top.
-${rep((L * NQ) / WG, (n) => `  {
-    let u = idx + ${n * WG}u;
-    let t = u / NQ;
-    let e = tokenBase(bb, t1 + t, h) + 4u * (u % NQ);
+  // d log(decay_t) = Σ_{u≥t} (r·dr − k·dk − b·db)_u + Σ_{u>t} (a·da)_u + Σ_i Z∘S_top, one (t, jq) each.
+  if (ts < Lc) {
+    let e = tokenBase(bb, t1 + ts, h) + 4u * jq;
     var wr = vec4f(0.0);
-    if (t < Lc) {
-      for (var m = 0u; m < 4u; m++) { if (4u * (u % NQ) + m < N) { wr[m] = w[e + m]; } }
-    }
-    if (t < Lc) {
-      let q = u % NQ;
-      var g = bnd[q] + bnd[NQ + q] + bnd[2u * NQ + q] + bnd[3u * NQ + q];
-      for (var s = t; s < Lc; s++) { g += xs[s * NQ + q] + xs[(32u + s) * NQ + q] + xs[(48u + s) * NQ + q]; }
-      for (var s = t + 1u; s < Lc; s++) { g += xs[(16u + s) * NQ + q]; }
-      let sig = 1.0 / (1.0 + exp(-wr));
-      let d = g * W_SCALE * sig * (1.0 - sig);
-      for (var m = 0u; m < 4u; m++) { if (4u * q + m < N) { dw[e + m] = d[m]; } }
-    }
-  }`)}
+    for (var m = 0u; m < 4u; m++) { if (4u * jq + m < N) { wr[m] = w[e + m]; } }
+    var g = vec4f(0.0);
+    for (var m = 0u; m < 8u; m++) { g += bnd[m * NQ + jq]; }
+    for (var s = ts; s < Lc; s++) { g += xs[s * NQ + jq] + xs[(32u + s) * NQ + jq] + xs[(48u + s) * NQ + jq]; }
+    for (var s = ts + 1u; s < Lc; s++) { g += xs[(16u + s) * NQ + jq]; }
+    let sig = 1.0 / (1.0 + exp(-wr));
+    let d = g * W_SCALE * sig * (1.0 - sig);
+    ${store4('dw', 'e', 'd')}
+  }
 }`;
 }
