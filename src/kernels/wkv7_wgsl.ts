@@ -386,6 +386,16 @@ export function chunkBackwardWgsl(N: number): string {
   // Stores vec4 `x` at columns 4jq..4jq+3 of the per-token vector at element `e` of `buf`.
   const store4 = (buf: string, e: string, x: string): string =>
     vec ? `${buf}[(${e}) / 4u] = ${x};` : `for (var m = 0u; m < 4u; m++) { if (4u * jq + m < N) { ${buf}[${e} + m] = ${x}[m]; } }`;
+  // Statements fetching trip i0's rows into n0…: of S0, or of Z and the trip's row of S_top (else zero).
+  const fetch = (i0: string): string => `if (prod == 0u) {
+${rep(U, (n) => `    n${n} = ${row4('states', 'sBase', `(${i0} + ${n}u)`)};`)}
+  } else {
+${rep(U, (n) => `    n${n} = ${row4('dSck', 'zBase', `(${i0} + ${n}u)`)};`)}
+    ne = vec4f(0.0);
+    if ((${i0} / ${U}u) % ${8 / U}u == cg / ${U}u) { ne = ${row4('states', 'topBase', `(${i0} + mine)`)}; }
+  }`;
+  // a_m of this trip's rows, m < U.
+  const pick = (m: string): string => (U === 1 ? 'a0' : U === 2 ? `select(a0, a1, ${m} == 1u)` : `select(select(a0, a1, ${m} == 1u), select(a2, a3, ${m} == 3u), ${m} >= 2u)`);
   const fmas = (a: string, b: string): string => rep(4, (c) => `    acc${c} = fma(${a}, vec4f(${b}.${COMP[c]}), acc${c});`);
   return /* wgsl */ `${header(N, 1)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy'])}
@@ -450,8 +460,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let jq = idx % NQ;
   let t1 = ch * CHUNK;
   let Lc = min(CHUNK, p.T - t1);
+  let sBase = slotBase(bb, h, ch, p.slots);
+  let zBase = slotBase(bb, h, ch, p.dslots);
+  let topBase = slotBase(bb, h, ch + 1u, p.slots);
   // B's first N rows: [dy dsa] (X1) and [v sa] (X2) by row i, the chunk's steps as columns.
 ${rep(Math.ceil((L * N) / WG), (n) => `  let x${n} = xLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
+  // The products' first rows, fetched now to arrive while B is staged.
+  let mine = cg % ${U}u;
+${rep(U, (n) => `  var n${n}: vec4f;`)}
+  var ne = vec4f(0.0);
+  ${fetch('0u')}
 ${rep(Math.ceil((L * N) / WG), (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
   workgroupBarrier();
   // M[s', t'] = [v sa]_s' · [dy dsa]_t', 4 columns at a time, into B's last 32 rows: of the
@@ -473,34 +491,23 @@ ${rep(Math.ceil((L * N) / WG), (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
       bm[256u + tc * 8u + s / 4u][s % 4u] = select(0.0, m[e], keep);
     }
   }
-  // The first N rows of the products: A = S0 (product 0) or Z (1), B = X1 or X2.
-  let sBase = slotBase(bb, h, ch, p.slots);
-  let zBase = slotBase(bb, h, ch, p.dslots);
+  // The first N rows of the products: A = S0 (product 0) or Z (1), B = X1 or X2; the rows of
+  // trip i0 + U are fetched while trip i0's are used. Product 1 also sums Z∘S_top over rows
+  // cg, cg + 8, …: the trip holding such a row fetches that row of S_top as well.
   let xb = select(0u, X2, prod == 1u);
 ${rep(4, (c) => `  var acc${c} = vec4f(0.0);`)}
+  var zs = vec4f(0.0);
   for (var i0 = 0u; i0 < N; i0 += ${U}u) {
-${rep(U, (n) => `    var a${n}: vec4f;`)}
-    if (prod == 0u) {
-${rep(U, (n) => `      a${n} = ${row4('states', 'sBase', `(i0 + ${n}u)`)};`)}
-    } else {
-${rep(U, (n) => `      a${n} = ${row4('dSck', 'zBase', `(i0 + ${n}u)`)};`)}
-    }
+${rep(U, (n) => `    let a${n} = n${n};`)}
+    let ae = ne;
+    if (i0 + ${U}u < N) { ${fetch(`i0 + ${U}u`)} }
 ${rep(U, (n) => `    {
       let bv = xs[xb + (i0 + ${n}u) * 8u + (cg ^ ${sw(`(i0 + ${n}u)`, n)})];
   ${fmas(`a${n}`, 'bv')}
     }`)}
+    zs = fma(${pick('mine')}, ae, zs);
   }
-  // Σ_i Z∘S_top at these columns, rows cg, cg+8, … apart (product 1's invocations).
-  if (prod == 1u) {
-    let topBase = slotBase(bb, h, ch + 1u, p.slots);
-    var z = vec4f(0.0);
-    for (var i0 = 0u; i0 < N; i0 += ${8 * U}u) {
-${rep(U, (n) => `      let z${n} = ${row4('dSck', 'zBase', `min(i0 + cg + ${8 * n}u, N - 1u)`)};`)}
-${rep(U, (n) => `      let s${n} = ${row4('states', 'topBase', `min(i0 + cg + ${8 * n}u, N - 1u)`)};`)}
-${rep(U, (n) => `      if (i0 + cg + ${8 * n}u < N) { z = fma(z${n}, s${n}, z); }`)}
-    }
-    bnd[cg * NQ + jq] = z;
-  }
+  if (prod == 1u) { bnd[cg * NQ + jq] = zs; }
   workgroupBarrier();
   // A's last 32 rows by step: k, b (product 0) and r, a (product 1) raw, and the decays.
 ${rep(Math.ceil((L * 4 * NQ) / WG), (n) => `  let c${n} = colLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
