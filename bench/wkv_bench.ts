@@ -12,27 +12,27 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
-  /** lanes×groups (src/kernels/wkv7.ts's Wkv7Plan). */
+  /** lanes×groups/colLanes/colChunks (src/kernels/wkv7.ts's Wkv7Plan). */
   plan: string;
   forwardMs: number;
   backwardMs: number;
-  /** GPU ms per kernel: the backward's dS scan and chunk pass apart. */
+  /** GPU ms per kernel: the backward's dS scan and column pass apart. */
   byKernel: Record<string, number>;
   /** SM clock right after timing (nvidia-smi), to tell a slow kernel from a clocked-down card. */
   smClockMHz?: number;
 }
 
-/** A plan written lanes×groups, e.g. 4x1; 'auto' for wkv7Plan's choice. */
+/** A plan written lanes×groups/colLanes/colChunks, e.g. 4x1/4/1; 'auto' for wkv7Plan's choice. */
 export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
   if (s === 'auto') return {};
-  const m = /^(\d+)x(\d+)$/.exec(s);
-  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups, e.g. 4x1`);
-  return { lanes: Number(m[1]), groups: Number(m[2]) };
+  const m = /^(\d+)x(\d+)\/(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes / colChunks, e.g. 4x1/4/1`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]), colChunks: Number(m[4]) };
 }
 
 /** The plan in parseWkvPlan's syntax. */
 export function formatWkvPlan(plan: Wkv7Plan): string {
-  return `${plan.lanes}x${plan.groups}`;
+  return `${plan.lanes}x${plan.groups}/${plan.colLanes}/${plan.colChunks}`;
 }
 
 /**

@@ -11,9 +11,9 @@
  * each row over `lanes` invocations (wkv7_wgsl.ts). The backward runs in two passes so
  * that neither needs the other's reductions step by step: the recurrence of dS = ∂L/∂S
  * (dS_{t−1} = (dS_t + dy·rᵀ)·diag(decay) + dsa·aᵀ, dsa = (dS_t + dy·rᵀ)·b) also keeps rows
- * apart and runs like the forward, saving dsa and dS every 16 steps; then every 16-step
- * chunk, independently, gets the column sums (dr, dw, dk, db, da) as products of the saved
- * S and dS with the chunk's vectors: with sa and dsa known, nothing in a chunk is sequential.
+ * apart and runs like the forward, saving dsa and dS every 16·colChunks steps; then every
+ * run of colChunks 16-step chunks, independently, walks its steps down again from the saved
+ * S and dS, which only needs sums over columns (dr, dw, dk, db, da), and runs column-wise.
  * (Chunked forms of the forward and of the dS recurrence, spec §3.3, were slower on an
  * H200: bench/RESULTS.md.)
  */
@@ -22,9 +22,9 @@ import type { GpuRuntime } from '../gpu/device.js';
 import { numel, type Tensor } from '../gpu/tensor.js';
 import { ceilDiv, uniforms } from './common.js';
 import {
-  chunkBackwardWgsl,
-  chunkWorkgroupBytes,
-  chunkWorkgroupSize,
+  colsWorkgroupBytes,
+  colsWorkgroupSize,
+  columnBackwardWgsl,
   forwardWgsl,
   scanWorkgroupBytes,
   scanWorkgroupSize,
@@ -70,6 +70,10 @@ export interface Wkv7Plan {
   lanes: number;
   /** Workgroups per head in those scans, each owning a slice of the rows: 1, 2 or 4. */
   groups: number;
+  /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
+  colLanes: number;
+  /** Consecutive 16-step chunks per workgroup of that pass: 1, 2 or 4. */
+  colChunks: number;
 }
 
 /** The narrowest subgroup this adapter may run, 0 without the subgroups feature. */
@@ -84,7 +88,10 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * With few heads the scans are bound by each step's latency and want more invocations per
  * row and the rows spread over more workgroups (B·H < 48: 8 lanes, 4 groups; B=1, H=32:
  * 0.70 ms per layer); with more, 2 lanes and 1 group (B=8, H=32: 2.10 ms; B=8, H=12: 1.15
- * against 1.47 for 8 lanes and 2 groups). Lanes are capped by the subgroup width: 1 without.
+ * against 1.47 for 8 lanes and 2 groups). The column pass wants 2 lanes per column there
+ * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads; and 4
+ * chunks per workgroup with many heads (B=8, H=32: 0.86 ms against 0.89 with 1), 2 with few
+ * (B=1, H=32: 0.144 against 0.150). Lanes are capped by the subgroup width: 1 without.
  */
 export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
   const sg = subgroupWidth(gpu);
@@ -94,17 +101,22 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
   const plan: Wkv7Plan = {
     lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
     groups: want.groups ?? (few ? 4 : 1),
+    colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
+    colChunks: want.colChunks ?? (few ? 2 : 4),
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
   const maxBytes = gpu.limits.maxComputeWorkgroupStorageSize;
-  const n = plan.lanes;
-  if (![1, 2, 4, 8].includes(n)) throw new Error(`wkv7 plan: lanes = ${n}, expected 1, 2, 4 or 8`);
-  if (n > 1 && n > sg) throw new Error(`wkv7 plan: lanes = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
+  for (const key of ['lanes', 'colLanes'] as const) {
+    const n = plan[key];
+    if (![1, 2, 4, 8].includes(n)) throw new Error(`wkv7 plan: ${key} = ${n}, expected 1, 2, 4 or 8`);
+    if (n > 1 && n > sg) throw new Error(`wkv7 plan: ${key} = ${n} needs subgroups of at least ${n} invocations; this adapter's narrowest is ${sg || 'none (no subgroups feature)'}`);
+  }
   if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
+  if (![1, 2, 4].includes(plan.colChunks)) throw new Error(`wkv7 plan: colChunks = ${plan.colChunks}, expected 1, 2 or 4`);
   const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
-    ['chunk pass', chunkWorkgroupSize(d.N), chunkWorkgroupBytes(d.N)],
+    ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
   ];
   for (const [what, inv, bytes] of sizes) {
     if (inv > maxInv) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${inv} invocations per workgroup, this adapter allows ${maxInv}`);
@@ -192,13 +204,13 @@ function checkSaved(op: string, d: Wkv7Dims, saved: Wkv7Saved): void {
 const tokenShape = (d: Wkv7Dims): number[] => [d.B, d.T, d.H, d.N];
 const stateShape = (d: Wkv7Dims): number[] => [d.B, d.H, d.N, d.N];
 
-/** T, H, the saved states' slots and the dS checkpoints' slots (one per chunk). */
-const dimUniforms = (d: Wkv7Dims): ArrayBuffer =>
+/** T, H, the saved states' slots and the dS checkpoints' slots (one per column-pass workgroup). */
+const dimUniforms = (d: Wkv7Dims, colChunks: number): ArrayBuffer =>
   uniforms([
     ['u32', d.T],
     ['u32', d.H],
     ['u32', ceilDiv(d.T, WKV7_CHUNK) + 1],
-    ['u32', ceilDiv(d.T, WKV7_CHUNK)],
+    ['u32', ceilDiv(d.T, WKV7_CHUNK * colChunks)],
   ]);
 
 /** y = WKV7(r, w, k, v, a, b; s0), saving what wkv7Backward needs. */
@@ -221,18 +233,19 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
   const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
   const p = gpu.pipeline('wkv7_forward', key, kinds, () => forwardWgsl(scan, hasS0, hasST));
-  gpu.dispatch(p, [dimUniforms(x), ...tensors], [x.H, x.B, plan.groups]);
+  gpu.dispatch(p, [dimUniforms(x, 1), ...tensors], [x.H, x.B, plan.groups]);
 }
 
 /**
  * Gradients of WKV7 with respect to r, w (raw), k, v, a, b and, when ds0 is given, the initial state.
  * Two dispatches; between them it holds dsa [B,T,H,N] and the
- * dS checkpoints [B,H,ceil(T/16),N,N] in pooled buffers, released when recorded.
+ * dS checkpoints [B,H,ceil(T/(16·colChunks)),N,N] in pooled buffers, released
+ * when recorded.
  */
 export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   const op = 'wkv7Backward';
   const accumulate = x.accumulate ?? false;
-  // The chunk pass binds 16 storage buffers (11 inputs, 5 gradients).
+  // The column pass binds 16 storage buffers (11 inputs, 5 gradients).
   checkDims(op, gpu, x, 16);
   for (const t of [x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.dr, x.dw, x.dk, x.dv, x.da, x.db]) {
     checkTensor(op, t, tokenShape(x), '[B,T,H,N]');
@@ -241,20 +254,20 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   checkSaved(op, x, x.saved);
   const plan = wkv7Plan(gpu, x, x.plan);
   const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
-  const chunks = ceilDiv(x.T, WKV7_CHUNK);
+  const colGroups = ceilDiv(x.T, WKV7_CHUNK * plan.colChunks);
   const dsa = gpu.tensor(tokenShape(x), 'f32', 'wkv7.dsa');
-  const dSck = gpu.tensor([x.B, x.H, chunks, x.N, x.N], 'f32', 'wkv7.dSck');
-  const u = dimUniforms(x);
+  const dSck = gpu.tensor([x.B, x.H, colGroups, x.N, x.N], 'f32', 'wkv7.dSck');
+  const u = dimUniforms(x, plan.colChunks);
 
   const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
-  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
-  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate));
+  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_c${plan.colChunks}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
+  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate, plan.colChunks));
   gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
-  const p2 = gpu.pipeline('wkv7_backward_chunks', `N${x.N}`, kinds2, () => chunkBackwardWgsl(x.N));
+  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}_c${plan.colChunks}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.colChunks));
   const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
-  gpu.dispatch(p2, args2, [x.H, x.B, chunks]);
+  gpu.dispatch(p2, args2, [x.H, x.B, colGroups]);
   // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.
   gpu.free(dsa);
   gpu.free(dSck);

@@ -37,11 +37,11 @@ const COMP = ['x', 'y', 'z', 'w'];
 const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
-export const chunkWorkgroupSize = (N: number): number => 16 * Math.ceil(N / 4);
+export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
 
-/** Workgroup memory of the row scans and of the chunk pass, in bytes. */
+/** Workgroup memory of the row scans and of the column pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
-export const chunkWorkgroupBytes = (N: number): number => (64 + 16 + 8) * Math.ceil(N / 4) * 16 + 512 * 16;
+export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
 
 /** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
 const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
@@ -179,6 +179,15 @@ ${
   return { decl, fns };
 }
 
+/** Statements setting `dst`0… to column i, at this lane's vec4s of rows, of the N×N matrix at element `base` of `buf`. */
+function colLoad(nq: number, lanes: number, dst: string, buf: string, base: string): string {
+  return rep(
+    nq,
+    (c) => `${dst}${c} = vec4f(0.0);
+${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N) { ${dst}${c}.${COMP[e]} = ${buf}[${base} + j * N + i]; } }`)}`,
+  );
+}
+
 /**
  * Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N);
  * `value` maps each element's expression (`o` is its offset), e.g. to add to what is there.
@@ -274,14 +283,15 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 /**
  * Backward, first pass: the recurrence of dS = ∂L/∂S alone, rows independent like the
  * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS at the top of
- * every 16-step chunk (dSck slot c at t = min(16c+15, T−1)), then dS += dy·rᵀ; dsa = dS·b and
- * dv = dS·k (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the chunk pass; grid
- * (H, B, groups).
+ * every column-pass workgroup's colChunks·16 steps (dSck slot g at t = min(16·colChunks·(g+1)−1,
+ * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
+ * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
  */
-export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean): string {
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const st = scanStaging(s, 'dy', true);
+  const group = WKV7_CHUNK * colChunks;
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
@@ -314,8 +324,8 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     for (var st = steps; st > 0u; st--) {
       let t = t0 + st - 1u;
       // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS.
-      if (t % CHUNK == CHUNK - 1u || t + 1u == p.T) {
-        let slot = slotBase(bb, h, t / CHUNK, p.dslots);
+      if (t % ${group}u == ${group - 1}u || t + 1u == p.T) {
+        let slot = slotBase(bb, h, t / ${group}u, p.dslots);
         ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
       let o = (st - 1u) * NQ4 + lane;
@@ -345,238 +355,138 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
 }
 
 /**
- * Backward, second pass: one workgroup per 16-step chunk and head, all at once, no step
- * depending on another. With the chunk's saved sa and the dS scan's dsa both known, S and dS
- * within a chunk are sums of decayed rank-one terms (c_t: the product of the column's decays
- * from the chunk's first step to t; S0, Z: the state before the chunk, the dS checkpoint at
- * its top):
- *   S_t = S0·diag(c_t) + Σ_{s≤t} (sa_s·b_sᵀ + v_s·k_sᵀ)·diag(c_t/c_s)
- *   dS_t = Z·diag(c_top/c_t) + Σ_{u≥t} dy_u·r_uᵀ·diag(c_u/c_t) + Σ_{u>t} dsa_u·a_uᵀ·diag(c_{u−1}/c_t)
- * so the column sums dr_t = S_tᵀ·dy_t, da_t = S_{t−1}ᵀ·dsa_t, dk_t = dS_tᵀ·v_t and
- * db_t = dS_tᵀ·sa_t are two products, each of N+32 rows by N columns with N+32 by 32:
- *   [dr/c | da/c_{t−1}] = [S0; k/c; b/c]ᵀ · [dy dsa; masked M]
- *   [dk·c | db·c] = [c_top·Z; r·c; a·c_{t−1}]ᵀ · [v sa; masked Mᵀ]
- * with M = [v sa]ᵀ·[dy dsa], the chunk's 32×32 inner products. The decay's gradient needs no
- * state: d log(decay_t) = Σ_i dS_t∘S_{t−1}∘decay_t = r_t·dr_t − b_t·db_t − k_t·dk_t
- * + a_{t+1}·da_{t+1} + (the same at t+1), ending at the chunk's top in Σ_i Z∘S_top (as in GLA's
- * backward). The decays of 16 steps stay above 0.545¹⁶ ≈ 6e-5, so k/c and b/c keep far from
- * f32's range.
- *
- * Invocation (product, output columns 4cg..4cg+3, state columns 4jq..4jq+3) keeps 4 vec4
- * sums, each row adding a vec4 of A times one B value. Rows of S0 and Z come from storage, 4
- * at a time; B from workgroup memory, where `xs` holds [dy dsa] and [v sa] by row (the vec4
- * index swizzled with the row, so that the transposing stores spread over the banks), then
- * the rows [k/c; b/c] and [r·c; a·c_{t−1}], then the terms of d log(decay); `bm` holds the
- * masked M and Mᵀ, `cc` the decays, then c. Each phase issues all its loads before using one.
+ * Backward, second pass: one workgroup per `colChunks` consecutive 16-step chunks, all
+ * workgroups at once. Invocation (column i, lane) keeps its vec4s of column i of S and of dS,
+ * starts from the saved state after its top chunk's last step and the dS checkpoint there,
+ * and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
+ * step, else by inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1},
+ * dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ
+ * with the first pass's dsa. A chunk ends on the exact saved state, which starts the chunk
+ * below, so inverting never runs past 16 steps; a workgroup of several chunks loads the dS
+ * checkpoint and the top state once. Grid (H, B, ceil(chunks/colChunks)).
+ * Each step reads each row vector from workgroup memory once; the chunk's first step, which
+ * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
+ * Like the scans, it keeps the column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
+ * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
+ * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
-export function chunkBackwardWgsl(N: number): string {
-  const L = WKV7_CHUNK;
-  const NQ = Math.ceil(N / 4);
-  const WG = chunkWorkgroupSize(N);
-  const vec = N % 4 === 0;
-  const arr = vec ? 'array<vec4f>' : 'array<f32>';
-  // Rows of S0 and Z loaded at once (a divisor of N; with 4, i & 3 is the unrolled index).
-  const U = [4, 2, 1].find((u) => N % u === 0) ?? 1;
-  const sw = (i: string, n: number): string => (U === 4 ? `${n}u` : `(${i} & 3u)`);
-  // Columns 4jq..4jq+3 of row i of the N×N matrix at `base` of `buf`, zero past N.
-  const row4 = (buf: string, base: string, i: string): string =>
-    vec
-      ? `${buf}[(${base} + ${i} * N) / 4u + jq]`
-      : `vec4f(${[0, 1, 2, 3].map((e) => `select(0.0, ${buf}[min(${base} + ${i} * N + 4u * jq + ${e}u, ${base} + N * N - 1u)], 4u * jq + ${e}u < N)`).join(', ')})`;
-  // Stores vec4 `x` at columns 4jq..4jq+3 of the per-token vector at element `e` of `buf`.
-  const store4 = (buf: string, e: string, x: string): string =>
-    vec ? `${buf}[(${e}) / 4u] = ${x};` : `for (var m = 0u; m < 4u; m++) { if (4u * jq + m < N) { ${buf}[${e} + m] = ${x}[m]; } }`;
-  // Statements fetching trip i0's rows into n0…: of S0, or of Z and the trip's row of S_top (else zero).
-  const fetch = (i0: string): string => `if (prod == 0u) {
-${rep(U, (n) => `    n${n} = ${row4('states', 'sBase', `(${i0} + ${n}u)`)};`)}
-  } else {
-${rep(U, (n) => `    n${n} = ${row4('dSck', 'zBase', `(${i0} + ${n}u)`)};`)}
-    ne = vec4f(0.0);
-    if ((${i0} / ${U}u) % ${8 / U}u == cg / ${U}u) { ne = ${row4('states', 'topBase', `(${i0} + mine)`)}; }
-  }`;
-  // a_m of this trip's rows, m < U.
-  const pick = (m: string): string => (U === 1 ? 'a0' : U === 2 ? `select(a0, a1, ${m} == 1u)` : `select(select(a0, a1, ${m} == 1u), select(a2, a3, ${m} == 3u), ${m} >= 2u)`);
-  const fmas = (a: string, b: string): string => rep(4, (c) => `    acc${c} = fma(${a}, vec4f(${b}.${COMP[c]}), acc${c});`);
-  return /* wgsl */ `${header(N, 1)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy'])}
-@group(0) @binding(8) var<storage, read> states: ${arr};
-@group(0) @binding(9) var<storage, read> sa: array<f32>;
-@group(0) @binding(10) var<storage, read> dsa: array<f32>;
-@group(0) @binding(11) var<storage, read> dSck: ${arr};
-@group(0) @binding(12) var<storage, read_write> dr: ${arr};
-@group(0) @binding(13) var<storage, read_write> dw: ${arr};
-@group(0) @binding(14) var<storage, read_write> dk: ${arr};
-@group(0) @binding(15) var<storage, read_write> db: ${arr};
-@group(0) @binding(16) var<storage, read_write> da: ${arr};
-const NQ = ${NQ}u;
-const X2 = ${8 * N}u;
-var<workgroup> xs: array<vec4f, ${64 * NQ}>;
-var<workgroup> bm: array<vec4f, 512>;
-var<workgroup> cc: array<vec4f, ${L * NQ}>;
-var<workgroup> bnd: array<vec4f, ${8 * NQ}>;
+export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
+  const nq = paddedN(N, lanes) / 4 / lanes;
+  const rowVecs = ['dy', 'v', 'sa', 'dsa'];
+  const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
+  const WG = colsWorkgroupSize(N, lanes);
+  // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
+  const dot = (x: string, y: string, acc: string): string => `${acc} = fma(${x}.x, ${y}.x, fma(${x}.y, ${y}.y, fma(${x}.z, ${y}.z, fma(${x}.w, ${y}.w, ${acc}))));`;
+  // Step tt with S = S_tt when reconstructing (S_{tt−1} by inverting step tt), else with S = S_{tt−1} and dr summed.
+  const step = (reconstruct: boolean): string =>
+    rep(nq, (c) => {
+      const qq = `o + ${c * lanes}u`;
+      return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
+${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec4f(-kE), vv, fma(vec4f(-bE), sav, S${c}));\n` : ''}        dS${c} = fma(dyv, vec4f(rE), dS${c});
+        ${dot(`dS${c}`, `S${c}`, 'accd')}
+        ${dot(`dS${c}`, 'vv', 'acck')}
+        ${dot(`dS${c}`, 'sav', 'accb')}
+        ${dot(`S${c}`, 'dsav', 'acca')}
+        dS${c} = fma(dsav, vec4f(aE), dS${c});
+      }`;
+    });
+  return /* wgsl */ `${header(N, lanes)}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'])}
+@group(0) @binding(12) var<storage, read_write> dr: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(14) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(15) var<storage, read_write> db: array<f32>;
+@group(0) @binding(16) var<storage, read_write> da: array<f32>;
+${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x)}`).join('\n')}
 
-// Element u = t·N + i of [dy dsa v sa] at step t of the chunk, zero past its end.
-fn xLoad(bb: u32, h: u32, t1: u32, Lc: u32, u: u32) -> vec4f {
-  let t = u / N;
-  if (u >= CHUNK * N || t >= Lc) { return vec4f(0.0); }
-  let e = tokenBase(bb, t1 + t, h) + u % N;
-  return vec4f(dy[e], dsa[e], v[e], sa[e]);
-}
-fn xStore(u: u32, x: vec4f) {
-  if (u >= CHUNK * N) { return; }
-  let t = u / N;
-  let i = u % N;
-  let lo = i * 8u + ((t / 4u) ^ (i & 3u));
-  let hi = i * 8u + (((t + 16u) / 4u) ^ (i & 3u));
-  xs[lo][t % 4u] = x.x;
-  xs[hi][t % 4u] = x.y;
-  xs[X2 + lo][t % 4u] = x.z;
-  xs[X2 + hi][t % 4u] = x.w;
-}
-// Step t's k, b, r, a and decay at column j (u = t·4NQ + j), zero (decay 1) past the chunk or N.
-struct ColIn { x: vec4f, dec: f32 }
-fn colLoad(bb: u32, h: u32, t1: u32, Lc: u32, u: u32) -> ColIn {
-  let t = u / (4u * NQ);
-  let j = u % (4u * NQ);
-  if (u >= CHUNK * 4u * NQ || t >= Lc || j >= N) { return ColIn(vec4f(0.0), 1.0); }
-  let e = tokenBase(bb, t1 + t, h) + j;
-  return ColIn(vec4f(k[e], b[e], r[e], a[e]), exp(W_SCALE / (1.0 + exp(-w[e]))));
-}
-fn colStore(u: u32, c: ColIn) {
-  if (u >= CHUNK * 4u * NQ) { return; }
-  let t = u / (4u * NQ);
-  let j = u % (4u * NQ);
-${[0, 1, 2, 3].map((q) => `  xs[(${q * L}u + t) * NQ + j / 4u][j % 4u] = c.x.${COMP[q]};`).join('\n')}
-  cc[t * NQ + j / 4u][j % 4u] = c.dec;
+struct Col { r: f32, w: f32, k: f32, a: f32, b: f32 }
+fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
+  if (i >= N) { return Col(0.0, 0.0, 0.0, 0.0, 0.0); }
+  let e = tokenBase(bb, t, h) + i;
+  return Col(r[e], w[e], k[e], a[e], b[e]);
 }
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx: u32) {
   let h = wid.x;
   let bb = wid.y;
-  let ch = wid.z;
-  let prod = idx / (8u * NQ);
-  let cg = (idx / NQ) % 8u;
-  let jq = idx % NQ;
-  let t1 = ch * CHUNK;
-  let Lc = min(CHUNK, p.T - t1);
-  let sBase = slotBase(bb, h, ch, p.slots);
-  let zBase = slotBase(bb, h, ch, p.dslots);
-  let topBase = slotBase(bb, h, ch + 1u, p.slots);
-  // B's first N rows: [dy dsa] (X1) and [v sa] (X2) by row i, the chunk's steps as columns.
-${rep(Math.ceil((L * N) / WG), (n) => `  let x${n} = xLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
-  // The products' first rows, fetched now to arrive while B is staged.
-  let mine = cg % ${U}u;
-${rep(U, (n) => `  var n${n}: vec4f;`)}
-  var ne = vec4f(0.0);
-  ${fetch('0u')}
-${rep(Math.ceil((L * N) / WG), (n) => `  xStore(idx + ${n * WG}u, x${n});`)}
-  workgroupBarrier();
-  // M[s', t'] = [v sa]_s' · [dy dsa]_t', 4 columns at a time, into B's last 32 rows: of the
-  // first product masked to s ≤ t (dy columns) or s < t (dsa), of the second transposed and
-  // masked to u ≥ t (rows of r) or u > t (a).
-  for (var o = idx; o < 256u; o += ${WG}u) {
-    let s = o / 8u;
-    let tq = o % 8u;
-    var m = vec4f(0.0);
-    for (var i = 0u; i < N; i++) {
-      m = fma(vec4f(xs[X2 + i * 8u + ((s / 4u) ^ (i & 3u))][s % 4u]), xs[i * 8u + (tq ^ (i & 3u))], m);
+  let g = wid.z;
+  let lane = idx % LANES;
+  let i = idx / LANES;
+  let cLo = g * ${colChunks}u;
+  let cTop = min(cLo + ${colChunks}u, p.slots - 1u) - 1u;
+${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
+  {
+    let base = slotBase(bb, h, cTop + 1u, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+  }
+  {
+    let base = slotBase(bb, h, g, p.dslots);
+${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
+  }
+  for (var ch = cTop; ; ch--) {
+    let t1 = ch * CHUNK;
+    let tEnd = min(t1 + CHUNK, p.T) - 1u;
+    // The chunk above has read its row vectors.
+    workgroupBarrier();
+    for (var n = 0u; n < ${Math.ceil(units / WG)}u; n++) {
+      let u = idx + n * ${WG}u;
+      if (u < ${units}u) {
+        let t = t1 + u / NQ4;
+        let q = u % NQ4;
+${rowVecs.map((x) => `        s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
+      }
     }
-    let tt = (4u * tq) % 16u + vec4u(0u, 1u, 2u, 3u);
-    let strict = select(0u, 1u, tq >= 4u);
-    bm[o] = select(vec4f(0.0), m, vec4u(s % 16u + strict) <= tt);
-    for (var e = 0u; e < 4u; e++) {
-      let tc = 4u * tq + e;
-      let keep = select(tc % 16u >= s % 16u, tc % 16u > s % 16u, tc >= 16u);
-      bm[256u + tc * 8u + s / 4u][s % 4u] = select(0.0, m[e], keep);
-    }
-  }
-  // The first N rows of the products: A = S0 (product 0) or Z (1), B = X1 or X2; the rows of
-  // trip i0 + U are fetched while trip i0's are used. Product 1 also sums Z∘S_top over rows
-  // cg, cg + 8, …: the trip holding such a row fetches that row of S_top as well.
-  let xb = select(0u, X2, prod == 1u);
-${rep(4, (c) => `  var acc${c} = vec4f(0.0);`)}
-  var zs = vec4f(0.0);
-  for (var i0 = 0u; i0 < N; i0 += ${U}u) {
-${rep(U, (n) => `    let a${n} = n${n};`)}
-    let ae = ne;
-    if (i0 + ${U}u < N) { ${fetch(`i0 + ${U}u`)} }
-${rep(U, (n) => `    {
-      let bv = xs[xb + (i0 + ${n}u) * 8u + (cg ^ ${sw(`(i0 + ${n}u)`, n)})];
-  ${fmas(`a${n}`, 'bv')}
-    }`)}
-    zs = fma(${pick('mine')}, ae, zs);
-  }
-  if (prod == 1u) { bnd[cg * NQ + jq] = zs; }
-  workgroupBarrier();
-  // A's last 32 rows by step: k, b (product 0) and r, a (product 1) raw, and the decays.
-${rep(Math.ceil((L * 4 * NQ) / WG), (n) => `  let c${n} = colLoad(bb, h, t1, Lc, idx + ${n * WG}u);`)}
-${rep(Math.ceil((L * 4 * NQ) / WG), (n) => `  colStore(idx + ${n * WG}u, c${n});`)}
-  workgroupBarrier();
-  // Scaled in place to k/c_t, b/c_t, r·c_t, a·c_{t−1}; then cc holds c. (16·NQ = WG elements.)
-  let ts = idx / NQ;
-  var c = vec4f(1.0);
-  for (var m = 0u; m < ts; m++) { c *= cc[m * NQ + jq]; }
-  let cPrev = c;
-  c *= cc[idx];
-  xs[idx] /= c;
-  xs[${L}u * NQ + idx] /= c;
-  xs[${2 * L}u * NQ + idx] *= c;
-  xs[${3 * L}u * NQ + idx] *= cPrev;
-  workgroupBarrier();
-  cc[idx] = c;
-  workgroupBarrier();
-  // Z's part of the second product was Zᵀ·[v sa]; it is c_top·Zᵀ·[v sa].
-  if (prod == 1u) {
-    let cTop = cc[(Lc - 1u) * NQ + jq];
-${rep(4, (cc) => `    acc${cc} *= cTop;`)}
-  }
-  let ab = prod * ${2 * L}u * NQ;
-  for (var s = 0u; s < 32u; s++) {
-    let a4 = xs[ab + s * NQ + jq];
-    let bv = bm[prod * 256u + s * 8u + cg];
-${fmas('a4', 'bv')}
-  }
-  // Outputs at columns 4cg..4cg+3 = steps t of dy (cg < 4) or dsa (cg ≥ 4), and the terms of
-  // d log(decay) they give: r·dr, a·da, −k·dk, −b·db (region 2·prod + kind of xs, after a barrier).
-  let kind = cg / 4u;
-${rep(4, (n) => `  var q${n} = vec4f(0.0);`)}
-${rep(4, (n) => `  {
-    let t = 4u * (cg % 4u) + ${n}u;
-    if (t < Lc) {
-      let ct = cc[t * NQ + jq];
-      var o: vec4f;
-      if (prod == 0u) {
-        if (kind == 0u) { o = ct * acc${n}; } else { o = select(vec4f(1.0), cc[(max(t, 1u) - 1u) * NQ + jq], t > 0u) * acc${n}; }
-        q${n} = xs[(${2 * L}u + 16u * kind + t) * NQ + jq] * acc${n};
+    workgroupBarrier();
+    var x = colAt(bb, h, tEnd, i);
+    // Ŝ = S·E and D̂ = dS/E, E_t the product of the column's decays after step t to tEnd.
+    var E = 1.0;
+    var E1 = 1.0;
+    for (var tt = tEnd; ; tt--) {
+      // This step's column scalars; the previous step's are fetched while it runs.
+      let cur = x;
+      if (tt > t1) { x = colAt(bb, h, tt - 1u, i); }
+      let sig = 1.0 / (1.0 + exp(-cur.w));
+      E1 = E * exp(W_SCALE * sig);
+      let kE = cur.k * E;
+      let bE = cur.b * E;
+      let rE = cur.r / E;
+      let aE = cur.a / E1;
+      var accr = 0.0;
+      var accd = 0.0;
+      var acck = 0.0;
+      var accb = 0.0;
+      var acca = 0.0;
+      let o = (tt - t1) * NQ4 + lane;
+      if (tt > t1) {
+${step(true)}
       } else {
-        o = acc${n} / ct;
-        q${n} = -xs[(16u * kind + t) * NQ + jq] * acc${n};
+${rep(nq, (c) => `        ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
+        let base = slotBase(bb, h, ch, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+${rep(nq, (c) => `        S${c} *= E1;`)}
+${step(false)}
       }
-      let e = tokenBase(bb, t1 + t, h) + 4u * jq;
-      switch (prod * 2u + kind) {
-        case 0u: { ${store4('dr', 'e', 'o')} }
-        case 1u: { ${store4('da', 'e', 'o')} }
-        case 2u: { ${store4('dk', 'e', 'o')} }
-        default: { ${store4('db', 'e', 'o')} }
+      let dri = laneSum(accr);
+      let dd = laneSum(accd);
+      let dki = laneSum(acck);
+      let dbi = laneSum(accb);
+      let dai = laneSum(acca);
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, tt, h) + i;
+        dr[e] = dri / E;
+        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
+        dk[e] = dki * E;
+        db[e] = dbi * E;
+        da[e] = dai / E1;
       }
+      if (tt == t1) { break; }
+      E = E1;
     }
-  }`)}
-  workgroupBarrier();
-${rep(4, (n) => `  xs[((prod * 2u + kind) * 16u + 4u * (cg % 4u) + ${n}u) * NQ + jq] = q${n};`)}
-  workgroupBarrier();
-  // d log(decay_t) = Σ_{u≥t} (r·dr − k·dk − b·db)_u + Σ_{u>t} (a·da)_u + Σ_i Z∘S_top, one (t, jq) each.
-  if (ts < Lc) {
-    let e = tokenBase(bb, t1 + ts, h) + 4u * jq;
-    var wr = vec4f(0.0);
-    for (var m = 0u; m < 4u; m++) { if (4u * jq + m < N) { wr[m] = w[e + m]; } }
-    var g = vec4f(0.0);
-    for (var m = 0u; m < 8u; m++) { g += bnd[m * NQ + jq]; }
-    for (var s = ts; s < Lc; s++) { g += xs[s * NQ + jq] + xs[(32u + s) * NQ + jq] + xs[(48u + s) * NQ + jq]; }
-    for (var s = ts + 1u; s < Lc; s++) { g += xs[(16u + s) * NQ + jq]; }
-    let sig = 1.0 / (1.0 + exp(-wr));
-    let d = g * W_SCALE * sig * (1.0 - sig);
-    ${store4('dw', 'e', 'd')}
+    if (ch == cLo) { break; }
+    // S_{t1−1} and ∂L/∂S_{t1−1} unscaled: the chunk below starts from them with E = 1.
+    let iE1 = 1.0 / E1;
+${rep(nq, (c) => `    S${c} *= iE1;\n    dS${c} *= E1;`)}
   }
 }`;
 }

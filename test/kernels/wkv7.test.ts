@@ -60,19 +60,18 @@ function upload(gpu: GpuRuntime, x: ArrayLike<number>, shape: number[], label: s
 }
 
 // Bounds from the worst relative errors seen over 78 runs of the cases below (fresh seeds):
-// y, sa, sT 3.7e-7; dk, dv, db, ds0 (from dS and saved values only) 3.8e-7, 7.8e-7 at T=1.
-// The kernels with scaled states (95c2f11), 7 runs on lavapipe and the H200: 2.7e-7, 3.4e-7.
-// dr, dw, da from the chunk pass's products (no state recovered by dividing by decays, as the
-// column pass did, which reached 2.8e-5), two runs on lavapipe: 2.4e-7, 5.8e-7, 3.4e-7.
+// y, sa, sT 3.7e-7; dk, dv, db, ds0 (from dS and saved values only) 3.8e-7, 7.8e-7 at T=1;
+// dr, dw, da use states recovered by backstepping (dividing by decay ≥ 0.547 for up to 15 steps) 2.8e-5.
+// The kernels with scaled states (95c2f11), 7 runs on lavapipe and the H200: 2.7e-7, 3.4e-7, 1.2e-5.
 // A wrong index gives an error of order 1.
 const FWD_BOUND = 2e-6;
-const GRAD_BOUND: Record<keyof Wkv7RefGrads, number> = { dr: 2e-6, dw: 3e-6, da: 2e-6, dk: 2e-6, dv: 2e-6, db: 2e-6, ds0: 2e-6 };
+const GRAD_BOUND: Record<keyof Wkv7RefGrads, number> = { dr: 1e-4, dw: 1e-4, da: 1e-4, dk: 2e-6, dv: 2e-6, db: 2e-6, ds0: 2e-6 };
 
 interface Case extends Wkv7Dims {
   s0: boolean;
   /** Also ask for sT and ds0 (with accumulate when 'acc'). */
   outs: 'none' | 'all' | 'acc';
-  /** A forced plan; the automatic one otherwise (on lavapipe 8 lanes, 4 row groups). */
+  /** A forced plan; the automatic one otherwise (on lavapipe 8 lanes, 4 row groups, 4 column lanes, 2 chunks per column workgroup). */
   plan?: Wkv7Plan;
 }
 
@@ -90,19 +89,19 @@ const CASES: Case[] = [
   { B: 2, T: 18, H: 3, N: 48, s0: true, outs: 'all' },
 ];
 
-// Every lane count and row-group count, T leaving the last chunk short, and odd and small N
-// (the chunk pass's workgroup is 4N invocations). lanes 1 is the
+// Every lane count, row-group count, column-lane count and chunks per column workgroup (with
+// T leaving the last workgroup fewer chunks), and odd and small N. lanes 1 is the
 // path of adapters without subgroups (lavapipe compiles its N=64 kernels for about 45 s, small
-// workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1 is the
+// workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/2 is the
 // H200's plan for many heads.
 const PLAN_CASES: Case[] = [
-  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1 } },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2 } },
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1 } },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1 } },
-  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1 } },
-  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4 } },
-  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2 } },
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1, colChunks: 2 } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8, colChunks: 4 } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2, colChunks: 4 } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 2, colChunks: 4 } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4, colChunks: 2 } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2, colChunks: 1 } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4, colChunks: 2 } },
 ];
 
 describe('wkv7 float64 reference', () => {
@@ -148,7 +147,7 @@ describe('wkv7 float64 reference', () => {
 describe('wkv7 GPU forward and backward', () => {
   for (const c of [...CASES, ...PLAN_CASES]) {
     // The bench's plan syntax (bench/wkv_bench.ts).
-    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}` : '';
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}/${c.plan.colChunks}` : '';
     // Timeout: with a cold shader cache lavapipe compiles the lanes-1 kernels (a row's 64 values unrolled) in about 80 s.
     it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
@@ -245,13 +244,15 @@ describe('wkv7 argument checks', () => {
     const sg = gpu.hasSubgroups ? (info.subgroupMinSize ?? 0) : 0;
     const cap = sg >= 2 ? Math.min(8, 2 ** Math.floor(Math.log2(sg))) : 1;
     // Few heads: many lanes and row groups (lavapipe's subgroups hold 8).
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4 });
-    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4 });
-    // Many heads: 2 lanes, 1 group.
-    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1 });
-    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1 });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 12, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 2 });
+    expect(wkv7Plan(gpu, { B: 1, T: 1024, H: 40, N: 64 })).toEqual({ lanes: cap, groups: 4, colLanes: Math.min(4, cap), colChunks: 2 });
+    // Many heads: 2 lanes, 1 group, 4 chunks per column workgroup.
+    expect(wkv7Plan(gpu, { B: 2, T: 1024, H: 48, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 4 });
+    expect(wkv7Plan(gpu, { B: 8, T: 1024, H: 32, N: 64 })).toEqual({ lanes: Math.min(2, cap), groups: 1, colLanes: Math.min(2, cap), colChunks: 4 });
     expect(() => wkv7Plan(gpu, d, { lanes: 3 })).toThrow(/lanes = 3, expected 1, 2, 4 or 8/);
+    expect(() => wkv7Plan(gpu, d, { colLanes: 64 })).toThrow(/colLanes = 64, expected 1, 2, 4 or 8/);
     expect(() => wkv7Plan(gpu, d, { groups: 8 })).toThrow(/groups = 8, expected 1, 2 or 4/);
+    expect(() => wkv7Plan(gpu, d, { colChunks: 3 })).toThrow(/colChunks = 3, expected 1, 2 or 4/);
     if (sg < 8) expect(() => wkv7Plan(gpu, d, { lanes: 8 })).toThrow(/needs subgroups of at least 8 invocations/);
   });
 
