@@ -359,19 +359,16 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * workgroups at once. Invocation (column i, lane) keeps its vec4s of column i of S and of dS,
  * starts from the saved state after its top chunk's last step and the dS checkpoint there,
  * and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
- * step, else by inverting the step with the saved sa; dS += dy·rᵀ; dk = dSᵀ·v, db = dSᵀ·sa,
- * da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ with the first pass's
- * dsa. The decay's gradient takes no sum of its own: since decay_t·S_{t−1} = S_t − sa·bᵀ − v·kᵀ,
- * d log(decay_t) = Σ_i dS_t∘S_{t−1}∘decay_t = r_t·dr_t − b_t·db_t − k_t·dk_t + a_{t+1}·da_{t+1}
- * + d log(decay_{t+1}), a running sum from Σ_i dS∘S at the top step (as in GLA's backward).
- * A chunk ends on the exact saved state, which starts the chunk
+ * step, else by inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1},
+ * dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ
+ * with the first pass's dsa. A chunk ends on the exact saved state, which starts the chunk
  * below, so inverting never runs past 16 steps; a workgroup of several chunks loads the dS
  * checkpoint and the top state once. Grid (H, B, ceil(chunks/colChunks)).
  * Each step reads each row vector from workgroup memory once; the chunk's first step, which
  * loads S_{t−1} instead of inverting, has a copy of the loop body of its own.
  * Like the scans, it keeps the column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
- * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 8
- * f32 operations per element and step; the scalars E, 1/E go into the sums' results.
+ * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
+ * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
 export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
@@ -386,6 +383,7 @@ export function columnBackwardWgsl(N: number, lanes: number, colChunks: number):
       const qq = `o + ${c * lanes}u`;
       return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
 ${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec4f(-kE), vv, fma(vec4f(-bE), sav, S${c}));\n` : ''}        dS${c} = fma(dyv, vec4f(rE), dS${c});
+        ${dot(`dS${c}`, `S${c}`, 'accd')}
         ${dot(`dS${c}`, 'vv', 'acck')}
         ${dot(`dS${c}`, 'sav', 'accb')}
         ${dot(`S${c}`, 'dsav', 'acca')}
@@ -426,11 +424,6 @@ ${colLoad(nq, lanes, 'S', 'states', 'base')}
     let base = slotBase(bb, h, g, p.dslots);
 ${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
   }
-  // d log(decay) at the top step starts from Σ_i dS∘S there (see the comment above).
-  var gw = 0.0;
-${rep(nq, (c) => `  ${dot(`dS${c}`, `S${c}`, 'gw')}`)}
-  gw = laneSum(gw);
-  var ada = 0.0;
   for (var ch = cTop; ; ch--) {
     let t1 = ch * CHUNK;
     let tEnd = min(t1 + CHUNK, p.T) - 1u;
@@ -460,6 +453,7 @@ ${rowVecs.map((x) => `        s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
       let rE = cur.r / E;
       let aE = cur.a / E1;
       var accr = 0.0;
+      var accd = 0.0;
       var acck = 0.0;
       var accb = 0.0;
       var acca = 0.0;
@@ -474,22 +468,17 @@ ${rep(nq, (c) => `        S${c} *= E1;`)}
 ${step(false)}
       }
       let dri = laneSum(accr);
+      let dd = laneSum(accd);
       let dki = laneSum(acck);
       let dbi = laneSum(accb);
       let dai = laneSum(acca);
-      let dre = dri / E;
-      let dke = dki * E;
-      let dbe = dbi * E;
-      let dae = dai / E1;
-      gw += cur.r * dre - cur.b * dbe - cur.k * dke + ada;
-      ada = cur.a * dae;
       if (lane == 0u && i < N) {
         let e = tokenBase(bb, tt, h) + i;
-        dr[e] = dre;
-        dw[e] = gw * W_SCALE * sig * (1.0 - sig);
-        dk[e] = dke;
-        db[e] = dbe;
-        da[e] = dae;
+        dr[e] = dri / E;
+        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
+        dk[e] = dki * E;
+        db[e] = dbi * E;
+        da[e] = dai / E1;
       }
       if (tt == t1) { break; }
       E = E1;
