@@ -287,7 +287,7 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
  * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
  * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
  */
-export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number, addDv: boolean): string {
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
   const st = scanStaging(s, 'dy', true);
@@ -340,7 +340,7 @@ ${rep(nq, (c) => `      dS${c} = fma(vec4f(dyi), s_r[${q(c)}], dS${c});
 ${rep(nq, (c) => `      dS${c} = fma(vec4f(dsai), s_a[${q(c)}], dS${c});`)}
       if (lane == 0u && i < N) {
         let e = tokenBase(bb, t, h) + i;
-        dv[e] = ${addDv ? 'dv[e] + ' : ''}dvi;
+        dv[e] = dvi;
         dsa[e] = dsai;
       }
     }
@@ -370,11 +370,9 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
  * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
-export function columnBackwardWgsl(N: number, lanes: number, colChunks: number, addInto: ReadonlySet<string>): string {
+export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
-  // Writes gradient g at element e, or adds into it.
-  const out = (g: string, x: string): string => `${g}[e] = ${addInto.has(g) ? `${g}[e] + ` : ''}${x};`;
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
   const WG = colsWorkgroupSize(N, lanes);
   // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
@@ -476,11 +474,11 @@ ${step(false)}
       let dai = laneSum(acca);
       if (lane == 0u && i < N) {
         let e = tokenBase(bb, tt, h) + i;
-        ${out('dr', 'dri / E')}
-        ${out('dw', 'dd * W_SCALE * sig * (1.0 - sig)')}
-        ${out('dk', 'dki * E')}
-        ${out('db', 'dbi * E')}
-        ${out('da', 'dai / E1')}
+        dr[e] = dri / E;
+        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
+        dk[e] = dki * E;
+        db[e] = dbi * E;
+        da[e] = dai / E1;
       }
       if (tt == t1) { break; }
       E = E1;
