@@ -167,9 +167,13 @@ export interface Wkv7BackwardArgs extends Wkv7Dims {
   ds0?: Tensor;
   /** Add into ds0 (the parameter gradient of state tuning) instead of overwriting it. */
   accumulate?: boolean;
+  /** Per-token gradients to add into instead of overwriting (the model's other paths to r, k̃ and v wrote theirs first). */
+  addInto?: readonly Wkv7TokenGrad[];
   /** Overrides of the automatic plan (tests). */
   plan?: Partial<Wkv7Plan>;
 }
+
+export type Wkv7TokenGrad = 'dr' | 'dw' | 'dk' | 'dv' | 'da' | 'db';
 
 function checkDims(op: string, gpu: GpuRuntime, d: Wkv7Dims, storageBuffers: number): void {
   for (const [name, v] of Object.entries({ B: d.B, T: d.T, H: d.H, N: d.N })) {
@@ -237,7 +241,8 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
 }
 
 /**
- * Gradients of WKV7 with respect to r, w (raw), k, v, a, b and, when ds0 is given, the initial state.
+ * Gradients of WKV7 with respect to r, w (raw), k, v, a, b (written, or added into those named
+ * in addInto) and, when ds0 is given, the initial state.
  * Two dispatches; between them it holds dsa [B,T,H,N] and the
  * dS checkpoints [B,H,ceil(T/(16·colChunks)),N,N] in pooled buffers, released
  * when recorded.
@@ -260,12 +265,16 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   const u = dimUniforms(x, plan.colChunks);
 
   const kinds1: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), ...Array<BindingKind>(x.ds0 ? 4 : 3).fill('rw')];
-  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_c${plan.colChunks}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}`;
-  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate, plan.colChunks));
+  const add = new Set<string>(x.addInto ?? []);
+  // Pipeline key suffixes naming the gradients a kernel adds into.
+  const adds = (gs: readonly string[]): string => gs.filter((g) => add.has(g)).map((g) => `_add_${g}`).join('');
+  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_c${plan.colChunks}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}${adds(['dv'])}`;
+  const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate, plan.colChunks, add.has('dv')));
   gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
-  const p2 = gpu.pipeline('wkv7_backward_cols', `N${x.N}_l${plan.colLanes}_c${plan.colChunks}`, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.colChunks));
+  const key2 = `N${x.N}_l${plan.colLanes}_c${plan.colChunks}${adds(['dr', 'dw', 'dk', 'db', 'da'])}`;
+  const p2 = gpu.pipeline('wkv7_backward_cols', key2, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.colChunks, add));
   const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
   gpu.dispatch(p2, args2, [x.H, x.B, colGroups]);
   // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.

@@ -39,8 +39,8 @@ const rep = (n: number, f: (c: number) => string): string => Array.from({ length
 export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
 export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
 
-/** Workgroup memory of the row scans and of the column pass, in bytes. */
-export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + paddedN(s.N, s.lanes) / s.groups) * 4;
+/** Workgroup memory of the row scans (with two row vectors staged) and of the column pass, in bytes. */
+export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + (2 * paddedN(s.N, s.lanes)) / s.groups) * 4;
 export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
 
 /** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
@@ -83,7 +83,7 @@ ${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u];
 
 /**
  * Staging of one BLOCK of steps for a row scan: column vectors r, w, k, a, b ([step][vec4])
- * and one row vector `row` (this workgroup's R rows): loadBlock(t0) fetches the block from
+ * and row vectors `rows` (this workgroup's R rows): loadBlock(t0) fetches the block from
  * step t0 into registers, storeBlock() writes it to workgroup memory (w becoming the decay),
  * and scaleBlock, after a barrier, folds the decays into r, k, a, b (the dS scan, walking down,
  * also takes the block's step count: its products run from each step to the block's top).
@@ -98,7 +98,7 @@ ${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u];
  * scales stay within 0.545⁸ ≈ 0.008 of 1, so nothing nears f32's range, and scaling a column
  * by one factor leaves its relative rounding as it was.
  */
-function scanStaging(s: ScanShape, row: string, down: boolean): { decl: string; fns: string } {
+function scanStaging(s: ScanShape, rows: readonly string[], down: boolean): { decl: string; fns: string } {
   const cols = ['r', 'w', 'k', 'a', 'b'];
   const WG = scanWorkgroupSize(s);
   const units = BLOCK * (paddedN(s.N, s.lanes) / 4);
@@ -108,7 +108,7 @@ function scanStaging(s: ScanShape, row: string, down: boolean): { decl: string; 
   const decl = [
     ...cols.map((c) => `var<workgroup> s_${c}: array<vec4f, ${units}>;\n${rep(cu, (n) => `var<private> f_${c}${n}: vec4f;`)}`),
     `var<workgroup> s_c: array<vec4f, ${units}>;`,
-    `var<workgroup> s_${row}: array<f32, ${BLOCK * R}>;\n${rep(ru, (n) => `var<private> f_${row}${n}: f32;`)}`,
+    ...rows.map((row) => `var<workgroup> s_${row}: array<f32, ${BLOCK * R}>;\n${rep(ru, (n) => `var<private> f_${row}${n}: f32;`)}`),
     ...cols.map(vec4Loader),
   ].join('\n');
   const fns = /* wgsl */ `
@@ -130,8 +130,8 @@ ${rep(
     let u = idx + ${n * WG}u;
     let t = t0 + u / ${R}u;
     let i = grp * ${R}u + u % ${R}u;
-    f_${row}${n} = 0.0;
-    if (u < ${BLOCK * R}u && t < p.T && i < N) { f_${row}${n} = ${row}[tokenBase(bb, t, h) + i]; }
+${rows.map((row) => `    f_${row}${n} = 0.0;
+    if (u < ${BLOCK * R}u && t < p.T && i < N) { f_${row}${n} = ${row}[tokenBase(bb, t, h) + i]; }`).join('\n')}
   }`,
 )}
 }
@@ -142,7 +142,7 @@ ${rep(
 ${cols.map((c) => (c === 'w' ? `    s_w[idx + ${n * WG}u] = exp(W_SCALE / (1.0 + exp(-f_w${n})));` : `    s_${c}[idx + ${n * WG}u] = f_${c}${n};`)).join('\n')}
   }`,
 )}
-${rep(ru, (n) => `  if (idx + ${n * WG}u < ${BLOCK * R}u) { s_${row}[idx + ${n * WG}u] = f_${row}${n}; }`)}
+${rep(ru, (n) => rows.map((row) => `  if (idx + ${n * WG}u < ${BLOCK * R}u) { s_${row}[idx + ${n * WG}u] = f_${row}${n}; }`).join('\n'))}
 }
 fn scaleBlock(idx: u32${down ? ', steps: u32' : ''}) {
 ${rep(
@@ -215,7 +215,7 @@ const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array
 export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const st = scanStaging(s, 'v', false);
+  const st = scanStaging(s, ['v'], false);
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
@@ -287,10 +287,10 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
  * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
  * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
  */
-export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number): string {
+export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number, addDv: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const st = scanStaging(s, 'dy', true);
+  const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true);
   const group = WKV7_CHUNK * colChunks;
   const vec = s.N % 4 === 0;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
@@ -340,7 +340,7 @@ ${rep(nq, (c) => `      dS${c} = fma(vec4f(dyi), s_r[${q(c)}], dS${c});
 ${rep(nq, (c) => `      dS${c} = fma(vec4f(dsai), s_a[${q(c)}], dS${c});`)}
       if (lane == 0u && i < N) {
         let e = tokenBase(bb, t, h) + i;
-        dv[e] = dvi;
+        dv[e] = ${addDv ? `s_dv[(st - 1u) * ${R}u + idx / LANES] + ` : ''}dvi;
         dsa[e] = dsai;
       }
     }
@@ -370,9 +370,11 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
  * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
  * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
-export function columnBackwardWgsl(N: number, lanes: number, colChunks: number): string {
+export function columnBackwardWgsl(N: number, lanes: number, colChunks: number, addInto: ReadonlySet<string>): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
+  // Writes gradient g at element e, or adds into it (its value there fetched a step ahead with the column's scalars).
+  const out = (g: string, x: string): string => `${g}[e] = ${addInto.has(g) ? `cur.${g} + ` : ''}${x};`;
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
   const WG = colsWorkgroupSize(N, lanes);
   // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
@@ -399,11 +401,12 @@ ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck
 @group(0) @binding(16) var<storage, read_write> da: array<f32>;
 ${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x)}`).join('\n')}
 
-struct Col { r: f32, w: f32, k: f32, a: f32, b: f32 }
+// Step t's scalars of column i, and what the gradients added into hold there (0 otherwise).
+struct Col { r: f32, w: f32, k: f32, a: f32, b: f32, dr: f32, dw: f32, dk: f32, db: f32, da: f32 }
 fn colAt(bb: u32, h: u32, t: u32, i: u32) -> Col {
-  if (i >= N) { return Col(0.0, 0.0, 0.0, 0.0, 0.0); }
+  if (i >= N) { return Col(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0); }
   let e = tokenBase(bb, t, h) + i;
-  return Col(r[e], w[e], k[e], a[e], b[e]);
+  return Col(r[e], w[e], k[e], a[e], b[e], ${['dr', 'dw', 'dk', 'db', 'da'].map((g) => (addInto.has(g) ? `${g}[e]` : '0.0')).join(', ')});
 }
 
 @compute @workgroup_size(${WG})
@@ -474,11 +477,11 @@ ${step(false)}
       let dai = laneSum(acca);
       if (lane == 0u && i < N) {
         let e = tokenBase(bb, tt, h) + i;
-        dr[e] = dri / E;
-        dw[e] = dd * W_SCALE * sig * (1.0 - sig);
-        dk[e] = dki * E;
-        db[e] = dbi * E;
-        da[e] = dai / E1;
+        ${out('dr', 'dri / E')}
+        ${out('dw', 'dd * W_SCALE * sig * (1.0 - sig)')}
+        ${out('dk', 'dki * E')}
+        ${out('db', 'dbi * E')}
+        ${out('da', 'dai / E1')}
       }
       if (tt == t1) { break; }
       E = E1;

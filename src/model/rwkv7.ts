@@ -399,24 +399,24 @@ export class Rwkv7Model {
     const { nEmbd: C, ffnHidden: F, dW, dA, dV, dG } = this.dims;
     const M = this.M;
     const t = (shape: number[], name: string): Tensor => this.alloc('backward', shape, 'f32', `g.${name}`);
-    // Eleven [M, C] buffers hold every C-wide gradient. In blockBackward's order a name
+    // Nine [M, C] buffers hold every C-wide gradient. In blockBackward's order a name
     // takes a buffer only once the buffer's previous value has been read for the last time,
     // and never one the same kernel reads (name (buffer)):
     //   head: dxo (0); channel mix: dxk2 (0) → dxln2 (1);
     //   bonus/gate: dopre (0) → dgn (1) dr (2) dkt (3) dv (4) dg (5); ln_x: dgn → dy (0);
-    //   WKV: dy → dxr (1) dwraw (6) dxk (7) dxv (8) daw (9) dbw (10); then dr += dxr, dkt += dxk, dv += dxv;
-    //   key prep: dkt daw dbw → dk (0) da (1); value residual: dv → dvraw (3) dzv (9) → duv → dxv (8);
-    //   gate: dg → dsg → dug → dxg (4); a: da → dza (5) → dua → dxa (10); w: dwraw → dtw → duw → dxw (5);
-    //   r, k, v: dr → dxr (1), dk → dxk (7), dvraw → dxv (8); token shift: → dxln1 (6).
-    // Eleven is the most live at once: dy, the WKV's six outputs, and dr, dkt, dv, dg.
-    const s = Array.from({ length: 11 }, (_, i) => t([M, C], `c${i}`));
+    //   WKV: dy → dwraw (6) daw (8) dbw (7), adding into dr, dkt, dv;
+    //   key prep: dkt daw dbw → dk (0) da (1); value residual: dv → dvraw (3) dzv (8) → duv → dxv (7);
+    //   gate: dg → dsg → dug → dxg (4); a: da → dza (5) → dua → dxa (8); w: dwraw → dtw → duw → dxw (5);
+    //   r, k, v: dr → dxr (1), dk → dxk (2), dvraw → dxv (7); token shift: → dxln1 (6).
+    // Nine is the most live at once: at key prep, its three inputs and two outputs, dr, dv, dg, dwraw.
+    const s = Array.from({ length: 9 }, (_, i) => t([M, C], `c${i}`));
     const dropWidth = this.opts.lora.dropout > 0 ? Math.max(C, F) : 0;
     const g: GradArena = {
       dxo: s[0],
       dhr: t([M, F], 'dhr'), dhk: t([M, F], 'dhk'), dxk2: s[0], dxln2: s[1],
       dopre: s[0], dgn: s[1], dr: s[2], dkt: s[3], dv: s[4], dg: s[5], dy: s[0],
-      dxr: s[1], dwraw: s[6], dxk: s[7], dxv: s[8], daw: s[9], dbw: s[10],
-      dk: s[0], da: s[1], dvraw: s[3], dzv: s[9], dxg: s[4], dza: s[5], dxa: s[10], dxw: s[5], dxln1: s[6],
+      dxr: s[1], dwraw: s[6], dxk: s[2], dxv: s[7], daw: s[8], dbw: s[7],
+      dk: s[0], da: s[1], dvraw: s[3], dzv: s[8], dxg: s[4], dza: s[5], dxa: s[8], dxw: s[5], dxln1: s[6],
       duv: t([M, Math.max(dV, 1)], 'duv'), dsg: t([M, dG], 'dsg'), dug: t([M, dG], 'dug'),
       dua: t([M, dA], 'dua'), dtw: t([M, dW], 'dtw'), duw: t([M, dW], 'duw'),
       dh: t([M, this.opts.lora.r], 'dh'),
@@ -720,12 +720,10 @@ export class Rwkv7Model {
     wkv7Backward(gpu, {
       B: this.B, T: this.T, H: d.nHead, N: d.headSize,
       r: a.r, w: a.wraw, k: a.kt, v: a.vmix, a: a.aw, b: a.bw, dy: g.dy, saved: a.saved,
-      dr: g.dxr, dw: g.dwraw, dk: g.dxk, dv: g.dxv, da: g.daw, db: g.dbw, ds0: this.ds0[l], accumulate: true,
+      dr: g.dr, dw: g.dwraw, dk: g.dkt, dv: g.dv, da: g.daw, db: g.dbw, ds0: this.ds0[l], accumulate: true,
+      // The bonus/gate paths wrote their part of dr, dk̃ and dv.
+      addInto: ['dr', 'dk', 'dv'],
     });
-    // WKV wrote its own dr/dk̃/dv into scratch; add the bonus/gate paths' contributions.
-    axpby(gpu, g.dxr, g.dr, 1, 1);
-    axpby(gpu, g.dxk, g.dkt, 1, 1);
-    axpby(gpu, g.dxv, g.dv, 1, 1);
     ops.keyPrepBackward(gpu, g.dkt, g.daw, g.dbw, a.k, a.a, W(p + 'k_k'), W(p + 'k_a'), a.kk, { dk: g.dk, da: g.da }, { headSize: d.headSize });
     if (l === 0) {
       axpby(gpu, this.dvfirst, g.dv, 1, 1); // v_first = v of layer 0

@@ -174,14 +174,22 @@ describe('wkv7 GPU forward and backward', () => {
       const dy = upload(gpu, dyHost, tok, 'dy');
       const grads = Object.fromEntries(GRADS.map((n) => [n, gpu.tensor(tok, 'f32', n)])) as Record<(typeof GRADS)[number], Tensor>;
       poison(gpu, ...Object.values(grads));
+      // With 'acc', dr, dk and dv are added into what is there (as the model does).
+      const addInto = c.outs === 'acc' ? (['dr', 'dk', 'dv'] as const) : [];
+      const priors = new Map(addInto.map((n) => [n, rng.normals(c.B * c.T * c.H * c.N, 0.1)]));
+      for (const [n, v] of priors) gpu.write(grads[n], f32(v));
       const ds0 = c.outs === 'none' ? undefined : gpu.tensor(st, 'f32', 'ds0');
       const prior = rng.normals(c.B * c.H * c.N * c.N);
       if (ds0 && c.outs === 'acc') gpu.write(ds0, f32(prior));
       else if (ds0) poison(gpu, ds0);
-      wkv7Backward(gpu, { ...d, ...ins, dy, saved, ...grads, ds0, accumulate: c.outs === 'acc' });
+      wkv7Backward(gpu, { ...d, ...ins, dy, saved, ...grads, ds0, accumulate: c.outs === 'acc', addInto });
 
       const refG: Wkv7RefGrads = wkv7RefBackward(x, dyHost);
-      for (const n of GRADS) expectClose(n, await gpu.readF32(grads[n]), refG[n], GRAD_BOUND[n], rng);
+      for (const n of GRADS) {
+        const prior = priors.get(n as (typeof addInto)[number]);
+        const want = prior ? refG[n].map((g, i) => g + prior[i]) : refG[n];
+        expectClose(n, await gpu.readF32(grads[n]), want, GRAD_BOUND[n], rng);
+      }
       if (ds0) {
         const want = c.outs === 'acc' ? refG.ds0.map((g, i) => g + prior[i]) : refG.ds0;
         expectClose('ds0', await gpu.readF32(ds0), want, GRAD_BOUND.ds0, rng);
