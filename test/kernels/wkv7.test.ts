@@ -174,8 +174,8 @@ describe('wkv7 GPU forward and backward', () => {
       const dy = upload(gpu, dyHost, tok, 'dy');
       const grads = Object.fromEntries(GRADS.map((n) => [n, gpu.tensor(tok, 'f32', n)])) as Record<(typeof GRADS)[number], Tensor>;
       poison(gpu, ...Object.values(grads));
-      // With 'acc', dr, dk and dv are added into what is there (as the model does).
-      const addInto = c.outs === 'acc' ? (['dr', 'dk', 'dv'] as const) : [];
+      // With 'acc', every gradient is added into what is there (the model does so for dr, dk, dv).
+      const addInto = c.outs === 'acc' ? GRADS : [];
       const priors = new Map(addInto.map((n) => [n, rng.normals(c.B * c.T * c.H * c.N, 0.1)]));
       for (const [n, v] of priors) gpu.write(grads[n], f32(v));
       const ds0 = c.outs === 'none' ? undefined : gpu.tensor(st, 'f32', 'ds0');
