@@ -285,7 +285,8 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
  * forward's. Walking t down, with dS = ∂L/∂S_t from later steps: checkpoint dS at the top of
  * every column-pass workgroup's colChunks·16 steps (dSck slot g at t = min(16·colChunks·(g+1)−1,
  * T−1)), then dS += dy·rᵀ; dsa = dS·b and dv = dS·k
- * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; grid (H, B, groups).
+ * (lane sums); dS = dS·diag(decay) + dsa·aᵀ. Saves dsa for the column pass; with addDv, adds dv
+ * to what dv holds (staged with dy per block). Grid (H, B, groups).
  */
 export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number, addDv: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
