@@ -38,7 +38,7 @@ const USAGE = `usage: npm run bench -- [options]
                      the weight stored as bf16, as f16, and as the padded f16 copy that
                      matmulF32 makes
   --tc-tiling NAME   one tensor-core tiling for every product of the matmul table and the training
-                     steps (default: 2x4x4x4x32, and 8x1x1x4x32 for products at most 128 wide)
+                     steps (default: 4x4x2x4x32, and 8x1x1x4x32 for products at most 128 wide)
   --dawn LIST        Dawn check settings of the training steps, each measured: default (the trainer's:
                      no robustness clamps), fast (nor workgroup zero-init, nor validation), safe (all
                      checks), or some of disable_robustness, disable_workgroup_init, skip_validation

@@ -50,9 +50,11 @@ export function tcTilingName(t: TcTiling): string {
   return `${t.wm}x${t.wn}x${t.tm}x${t.tn}x${t.bk}${t.double ? 'd' : ''}`;
 }
 
-// 2×4 subgroups of 4×4 tiles (128×256 per workgroup): the fastest of the twenty tilings
-// timed on the H200 on the dominant 1.5B products (bench/RESULTS.md), 1.5× the 2×2 ones.
-export const TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 4, bk: 32 };
+// 4×4 subgroups of 2×4 tiles (128×256 per workgroup, 16 warps of 125 registers): on the
+// H200 (bench/RESULTS.md, seventeenth pass) 1.02–1.12× the 2×4 subgroups of 4×4 tiles
+// (8 warps of 234 registers) on five of the six dominant 1.5B products, and the fastest of
+// the tilings timed there.
+export const TC_TILING: TcTiling = { wm: 4, wn: 4, tm: 2, tn: 4, bk: 32 };
 
 // 8×1 subgroups of 1×4 tiles (128×64) for outputs at most NARROW_N wide, where 256-wide
 // tiles would be mostly empty: on the H200 at M 8192 (bench/RESULTS.md) 0.088 against
@@ -68,9 +70,23 @@ export function setTcTiling(gpu: GpuRuntime, t: TcTiling | undefined): void {
   else chosenTiling.delete(gpu);
 }
 
-/** The tiling of a product with N output columns: as set, else NARROW_TC_TILING up to NARROW_N, else TC_TILING. */
+// The same 128×256 tile in 2×4 subgroups of 4×4 tiles (256 invocations, 8 KiB less for the
+// epilogue), where a workgroup may not hold TC_TILING's 512 invocations or 46 KiB.
+export const SMALL_TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 4, bk: 32 };
+
+/** Whether this device's workgroups can hold tiling t: its invocations, staging and epilogue. */
+function tilingFits(gpu: GpuRuntime, t: TcTiling): boolean {
+  const s = tcSupport(gpu);
+  if (!s) return false;
+  const { bm, bn, threads } = blocks(t, s);
+  const staging = (bm * (t.bk + 8) + Math.max(bn * (t.bk + 8), t.bk * (bn + 8))) * 2;
+  const lim = gpu.limits;
+  return threads <= Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX) && staging + t.wm * t.wn * s.shape.M * s.shape.N * 4 <= lim.maxComputeWorkgroupStorageSize;
+}
+
+/** The tiling of a product with N output columns: as set, else NARROW_TC_TILING up to NARROW_N, else TC_TILING where it fits, else SMALL_TC_TILING. */
 export function tcTiling(gpu: GpuRuntime, n = Infinity): TcTiling {
-  return chosenTiling.get(gpu) ?? (n <= NARROW_N ? NARROW_TC_TILING : TC_TILING);
+  return chosenTiling.get(gpu) ?? (n <= NARROW_N ? NARROW_TC_TILING : tilingFits(gpu, TC_TILING) ? TC_TILING : SMALL_TC_TILING);
 }
 
 /**

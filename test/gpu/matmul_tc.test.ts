@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { packBf16, unpackBf16 } from '../../src/gpu/tensor.js';
 import { matmulWeight, matmulF32, setMatmulMode, TC_MIN_MACS } from '../../src/kernels/matmul.js';
-import { NARROW_TC_TILING, parseTcTiling, setTcTiling, stagingBankConflicts, TC_TILING, tcSupport, tcTilingName } from '../../src/kernels/matmul_tc.js';
+import { NARROW_TC_TILING, parseTcTiling, setTcTiling, SMALL_TC_TILING, stagingBankConflicts, TC_TILING, tcSupport, tcTilingName } from '../../src/kernels/matmul_tc.js';
 import { appendInputs, expectClose, f32, freshRng, getGpu, poison, weight, type Rng } from '../helpers.js';
 import { refMatmul, refMatmulAppend } from '../reference/matmul.js';
 
@@ -69,7 +69,7 @@ const SHAPES: [number, number, number][] = [
 describe('tensor-core staging stores', () => {
   // The tilings in use with 16×16 matrices and warps of 32 (the H200's): A's and an [N, K]
   // weight's rows are BK/8 chunks long (padded by 8 f16), a [K, N] weight's BN/8.
-  for (const t of [TC_TILING, NARROW_TC_TILING]) {
+  for (const t of [TC_TILING, SMALL_TC_TILING, NARROW_TC_TILING]) {
     it(`tiling ${tcTilingName(t)}: no bank conflicts`, () => {
       const threads = t.wm * t.wn * 32;
       const [bm, bn] = [t.wm * t.tm * 16, t.wn * t.tn * 16];
@@ -147,7 +147,7 @@ describe('tensor-core matmul', () => {
   }
 
   // Every staging option on shapes with partial tiles and whole ones, vector and element B loads, both B layouts and dtypes.
-  for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x4x4x2x32d', '2x2x4x4x64', '4x2x4x4x16d']) {
+  for (const name of ['2x2x4x4x32', '2x2x4x4x32d', '2x4x4x2x32d', '2x2x4x4x64', '4x2x4x4x16d', tcTilingName(SMALL_TC_TILING)]) {
     for (const [m, k, n] of [[200, 96, 264], [129, 300, 17], [200, 64, 512]] as const) {
       it(`tiling ${name}: matmulWeight both layouts and matmulF32 Aᵀ·B, M=${m} K=${k} N=${n}`, async () => {
         setMatmulMode(gpu, 'tc');
