@@ -79,7 +79,7 @@ function tilingFits(gpu: GpuRuntime, t: TcTiling): boolean {
   const s = tcSupport(gpu);
   if (!s) return false;
   const { bm, bn, threads } = blocks(t, s);
-  const staging = (bm * (t.bk + 8) + Math.max(bn * (t.bk + 8), t.bk * (bn + 8))) * 2;
+  const staging = (t.double ? 2 : 1) * (bm * (t.bk + 8) + Math.max(bn * (t.bk + 8), t.bk * (bn + 8))) * 2;
   const lim = gpu.limits;
   return threads <= Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX) && staging + t.wm * t.wn * s.shape.M * s.shape.N * 4 <= lim.maxComputeWorkgroupStorageSize;
 }
