@@ -218,7 +218,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   const subgroups = TH / s.subgroupSize;
   const stagingBytes = bufs * (sizeA + sizeB) * 2;
   // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory
-  // allows (a divisor of its tile count: 2 of 16 for the default tiling in 48 KiB).
+  // allows (a divisor of its tile count: 1 of 8 for the default tiling in 48 KiB, 2 of 16 for SMALL_TC_TILING).
   const tileCount = t.tm * t.tn;
   const tilesPerPass = Array.from({ length: tileCount }, (_, i) => tileCount - i)
     .filter((n) => tileCount % n === 0)
