@@ -74,14 +74,13 @@ export function setTcTiling(gpu: GpuRuntime, t: TcTiling | undefined): void {
 // epilogue), where a workgroup may not hold TC_TILING's 512 invocations or 46 KiB.
 export const SMALL_TC_TILING: TcTiling = { wm: 2, wn: 4, tm: 4, tn: 4, bk: 32 };
 
-/** Whether this device's workgroups can hold tiling t: its invocations, staging and epilogue. */
+/** Whether this device's workgroups can hold tiling t: its invocations, and its staging with one epilogue tile per subgroup for either B layout. */
 function tilingFits(gpu: GpuRuntime, t: TcTiling): boolean {
   const s = tcSupport(gpu);
   if (!s) return false;
-  const { bm, bn, threads } = blocks(t, s);
-  const staging = (t.double ? 2 : 1) * (bm * (t.bk + 8) + Math.max(bn * (t.bk + 8), t.bk * (bn + 8))) * 2;
   const lim = gpu.limits;
-  return threads <= Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX) && staging + t.wm * t.wn * s.shape.M * s.shape.N * 4 <= lim.maxComputeWorkgroupStorageSize;
+  const bytes = Math.max(...[false, true].map((kn) => stagingF16(t, s, kn).bytes)) + t.wm * t.wn * s.shape.M * s.shape.N * 4;
+  return blocks(t, s).threads <= Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX) && bytes <= lim.maxComputeWorkgroupStorageSize;
 }
 
 /** The tiling of a product with N output columns: as set, else NARROW_TC_TILING up to NARROW_N, else TC_TILING where it fits, else SMALL_TC_TILING. */
@@ -133,6 +132,17 @@ interface Blocks {
 
 function blocks(t: TcTiling, s: TcSupport): Blocks {
   return { bm: t.wm * t.tm * s.shape.M, bn: t.wn * t.tn * s.shape.N, threads: t.wm * t.wn * s.subgroupSize };
+}
+
+/**
+ * The staged tiles in f16: A [BM, BK] and B ([BN, BK], or [BK, BN] when kn) in rows padded
+ * by 8 f16 (conflict-free fragment loads), their row strides and the bytes of all buffers.
+ */
+function stagingF16(t: TcTiling, s: TcSupport, kn: boolean): { lda: number; ldb: number; sizeA: number; sizeB: number; bytes: number } {
+  const { bm, bn } = blocks(t, s);
+  const [lda, ldb] = [t.bk + 8, kn ? bn + 8 : t.bk + 8];
+  const [sizeA, sizeB] = [bm * lda, kn ? t.bk * ldb : bn * ldb];
+  return { lda, ldb, sizeA, sizeB, bytes: (t.double ? 2 : 1) * (sizeA + sizeB) * 2 };
 }
 
 /** Padded rows and K of the f16 copies a product with this tiling reads. */
@@ -203,9 +213,8 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   const { M: SM, N: SN, K: SK } = s.shape;
   const { bm: BM, bn: BN, threads: TH } = blocks(t, s);
   const BK = t.bk;
-  const LDA = BK + 8;
   const kn = bKind === 'kn' || bKind === 'kn-s';
-  const LDB = kn ? BN + 8 : BK + 8;
+  const { lda: LDA, ldb: LDB, sizeA, sizeB, bytes: stagingBytes } = stagingF16(t, s, kn);
   const vecB = bKind === 'nk' || bKind === 'kn' || bKind === 'f16';
   const bufs = t.double ? 2 : 1;
   const aUnits = (BM * BK) / 8 / TH;
@@ -213,10 +222,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
   }
-  const sizeA = BM * LDA;
-  const sizeB = kn ? BK * LDB : BN * LDB;
   const subgroups = TH / s.subgroupSize;
-  const stagingBytes = bufs * (sizeA + sizeB) * 2;
   // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory
   // allows (a divisor of its tile count: 1 of 8 for the default tiling in 48 KiB, 2 of 16 for SMALL_TC_TILING).
   const tileCount = t.tm * t.tn;
