@@ -51,9 +51,9 @@ export function tcTilingName(t: TcTiling): string {
 }
 
 // 4×4 subgroups of 2×4 tiles (128×256 per workgroup, 16 warps of 125 registers): on the
-// H200 (bench/RESULTS.md, seventeenth pass) 1.02–1.12× the 2×4 subgroups of 4×4 tiles
-// (8 warps of 234 registers) on five of the six dominant 1.5B products, and the fastest of
-// the tilings timed there.
+// H200 (bench/RESULTS.md, seventeenth pass) faster than the 2×4 subgroups of 4×4 tiles
+// (8 warps of 234 registers) on five of the six dominant 1.5B products (0.98× on the
+// sixth), and training steps 2–5% faster at every layout.
 export const TC_TILING: TcTiling = { wm: 4, wn: 4, tm: 2, tn: 4, bk: 32 };
 
 // 8×1 subgroups of 1×4 tiles (128×64) for outputs at most NARROW_N wide, where 256-wide
