@@ -43,8 +43,9 @@ export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + (2 * paddedN(s.N, s.lanes)) / s.groups) * 4;
 export const colsWorkgroupBytes = (N: number, lanes: number): number => 4 * WKV7_CHUNK * paddedN(N, lanes) * 4;
 
-/** Bindings 1, 2, … of f32 arrays read by a kernel, under these names. */
-const readBindings = (names: readonly string[]): string => names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<f32>;`).join('\n');
+/** Bindings 1, 2, … of f32 arrays read by a kernel, under these names; those in `vec4` as array<vec4f> (vec4Loader's). */
+const readBindings = (names: readonly string[], vec4: readonly string[] = []): string =>
+  names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<${vec4.includes(n) ? 'vec4f' : 'f32'}>;`).join('\n');
 
 /** Constants and helpers every WKV7 kernel shares. */
 function header(N: number, lanes: number): string {
@@ -68,18 +69,31 @@ fn sum4(x: vec4f) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 `;
 }
 
-/** A function `name4(bb, h, t, q) -> vec4f`: columns 4q..4q+3 of token t of `buf`, zero outside [0, T) × [0, N). */
-function vec4Loader(buf: string): string {
+/**
+ * A function `name4(bb, h, t, q) -> vec4f`: columns 4q..4q+3 of token t of `buf`, zero outside
+ * [0, T) × [0, N). With `vector` (N a multiple of 4: vec4Rows), `buf` is an array<vec4f> read a
+ * vec4 at a time, one load and one bound instead of four.
+ */
+function vec4Loader(buf: string, vector: boolean): string {
+  const body = vector
+    ? `  if (t < p.T && 4u * q < N) { o = ${buf}[tokenBase(bb, t, h) / 4u + q]; }`
+    : `  if (t < p.T) {
+    let e = tokenBase(bb, t, h) + 4u * q;
+${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u]; }`)}
+  }`;
   return /* wgsl */ `
 fn ${buf}4(bb: u32, h: u32, t: u32, q: u32) -> vec4f {
   var o = vec4f(0.0);
-  if (t < p.T) {
-    let e = tokenBase(bb, t, h) + 4u * q;
-${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u]; }`)}
-  }
+${body}
   return o;
 }`;
 }
+
+/** Whether rows of N values start on 16 bytes (N a multiple of 4), so the kernels can read and write them a vec4 at a time. */
+const vec4Rows = (N: number): boolean => N % 4 === 0;
+
+/** The per-column vectors the row scans stage (scanStaging). */
+const STAGED_COLS = ['r', 'w', 'k', 'a', 'b'];
 
 /**
  * Staging of one BLOCK of steps for a row scan: column vectors r, w, k, a, b ([step][vec4])
@@ -98,8 +112,8 @@ ${rep(4, (c) => `    if (4u * q + ${c}u < N) { o.${COMP[c]} = ${buf}[e + ${c}u];
  * scales stay within 0.545⁸ ≈ 0.008 of 1, so nothing nears f32's range, and scaling a column
  * by one factor leaves its relative rounding as it was.
  */
-function scanStaging(s: ScanShape, rows: readonly string[], down: boolean): { decl: string; fns: string } {
-  const cols = ['r', 'w', 'k', 'a', 'b'];
+function scanStaging(s: ScanShape, rows: readonly string[], down: boolean, vector: boolean): { decl: string; fns: string } {
+  const cols = STAGED_COLS;
   const WG = scanWorkgroupSize(s);
   const units = BLOCK * (paddedN(s.N, s.lanes) / 4);
   const R = paddedN(s.N, s.lanes) / s.groups;
@@ -109,7 +123,7 @@ function scanStaging(s: ScanShape, rows: readonly string[], down: boolean): { de
     ...cols.map((c) => `var<workgroup> s_${c}: array<vec4f, ${units}>;\n${rep(cu, (n) => `var<private> f_${c}${n}: vec4f;`)}`),
     `var<workgroup> s_c: array<vec4f, ${units}>;`,
     ...rows.map((row) => `var<workgroup> s_${row}: array<f32, ${BLOCK * R}>;\n${rep(ru, (n) => `var<private> f_${row}${n}: f32;`)}`),
-    ...cols.map(vec4Loader),
+    ...cols.map((c) => vec4Loader(c, vector)),
   ].join('\n');
   const fns = /* wgsl */ `
 fn loadBlock(bb: u32, h: u32, grp: u32, idx: u32, t0: u32) {
@@ -205,7 +219,7 @@ function rowStore(nq: number, lanes: number, buf: string, base: string, src: str
 }
 
 /** Element type of the N×N matrices the row scans write: whole vec4s when rows are made of them (rowStore). */
-const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array<f32>');
+const stateArray = (N: number): string => (vec4Rows(N) ? 'array<vec4f>' : 'array<f32>');
 
 /**
  * Forward: invocation (row i, lane) keeps its vec4s of row i of S. Per step:
@@ -215,11 +229,11 @@ const stateArray = (N: number): string => (N % 4 === 0 ? 'array<vec4f>' : 'array
 export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const st = scanStaging(s, ['v'], false);
-  const vec = s.N % 4 === 0;
+  const vec = vec4Rows(s.N);
+  const st = scanStaging(s, ['v'], false, vec);
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b'])}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b'], vec ? STAGED_COLS : [])}
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
 @group(0) @binding(9) var<storage, read_write> sa: array<f32>;
@@ -291,9 +305,12 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number, addDv: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true);
+  // The staged vectors are read a float at a time even where vec4s would do: on the H200 vec4
+  // loads made this scan 10% slower at B 1 (bench/RESULTS.md, eighteenth pass), where they
+  // made the forward and the column pass faster.
+  const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true, false);
   const group = WKV7_CHUNK * colChunks;
-  const vec = s.N % 4 === 0;
+  const vec = vec4Rows(s.N);
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
 ${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'])}
@@ -394,13 +411,13 @@ ${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec
       }`;
     });
   return /* wgsl */ `${header(N, lanes)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'])}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'], vec4Rows(N) ? rowVecs : [])}
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(15) var<storage, read_write> db: array<f32>;
 @group(0) @binding(16) var<storage, read_write> da: array<f32>;
-${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x)}`).join('\n')}
+${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x, vec4Rows(N))}`).join('\n')}
 
 // Step t's scalars of column i, and what the gradients added into hold there (0 otherwise).
 struct Col { r: f32, w: f32, k: f32, a: f32, b: f32, dr: f32, dw: f32, dk: f32, db: f32, da: f32 }
