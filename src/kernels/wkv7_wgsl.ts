@@ -305,15 +305,12 @@ ${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boolean, colChunks: number, addDv: boolean): string {
   const R = paddedN(s.N, s.lanes) / s.groups;
   const nq = paddedN(s.N, s.lanes) / 4 / s.lanes;
-  // The staged vectors are read a float at a time even where vec4s would do: on the H200 vec4
-  // loads made this scan 10% slower at B 1 (bench/RESULTS.md, eighteenth pass), where they
-  // made the forward and the column pass faster.
-  const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true, false);
-  const group = WKV7_CHUNK * colChunks;
   const vec = vec4Rows(s.N);
+  const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true, vec);
+  const group = WKV7_CHUNK * colChunks;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'])}
+${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'], vec ? STAGED_COLS : [])}
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dsa: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dSck: ${stateArray(s.N)};
@@ -336,7 +333,9 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     let steps = min(${BLOCK}u, p.T - t0);
     storeBlock(idx);
     workgroupBarrier();
-    if (n > 1u) { loadBlock(bb, h, grp, idx, t0 - ${BLOCK}u); }
+    // Fetched even below the first block, where t0 − BLOCK wraps past T and loadBlock reads
+    // zeros: behind a branch on n this scan took 0.55 ms instead of 0.47 at 1.5B, B 8 on the H200.
+    loadBlock(bb, h, grp, idx, t0 - ${BLOCK}u);
     scaleBlock(idx, steps);
     workgroupBarrier();
     for (var st = steps; st > 0u; st--) {
