@@ -92,15 +92,14 @@ ${body}
 /** Whether rows of N values start on 16 bytes (N a multiple of 4), so the kernels can read and write them a vec4 at a time. */
 const vec4Rows = (N: number): boolean => N % 4 === 0;
 
-/** The per-column vectors the row scans stage (scanStaging). */
-const STAGED_COLS = ['r', 'w', 'k', 'a', 'b'];
-
 /**
  * Staging of one BLOCK of steps for a row scan: column vectors r, w, k, a, b ([step][vec4])
  * and row vectors `rows` (this workgroup's R rows): loadBlock(t0) fetches the block from
  * step t0 into registers, storeBlock() writes it to workgroup memory (w becoming the decay),
  * and scaleBlock, after a barrier, folds the decays into r, k, a, b (the dS scan, walking down,
  * also takes the block's step count: its products run from each step to the block's top).
+ * With `vector` the column vectors are fetched a vec4 at a time (vec4Loader), and `vec4` names
+ * the bindings the kernel must then declare as array<vec4f>.
  *
  * The scans keep their state scaled column by column, so that a step's decay costs no
  * operation per state element. The forward holds Ŝ = S·diag(C)⁻¹ with C_t the product of
@@ -112,8 +111,8 @@ const STAGED_COLS = ['r', 'w', 'k', 'a', 'b'];
  * scales stay within 0.545⁸ ≈ 0.008 of 1, so nothing nears f32's range, and scaling a column
  * by one factor leaves its relative rounding as it was.
  */
-function scanStaging(s: ScanShape, rows: readonly string[], down: boolean, vector: boolean): { decl: string; fns: string } {
-  const cols = STAGED_COLS;
+function scanStaging(s: ScanShape, rows: readonly string[], down: boolean, vector: boolean): { decl: string; fns: string; vec4: readonly string[] } {
+  const cols = ['r', 'w', 'k', 'a', 'b'];
   const WG = scanWorkgroupSize(s);
   const units = BLOCK * (paddedN(s.N, s.lanes) / 4);
   const R = paddedN(s.N, s.lanes) / s.groups;
@@ -190,7 +189,7 @@ ${
   }`,
 )}
 }`;
-  return { decl, fns };
+  return { decl, fns, vec4: vector ? cols : [] };
 }
 
 /** Statements setting `dst`0… to column i, at this lane's vec4s of rows, of the N×N matrix at element `base` of `buf`. */
@@ -233,7 +232,7 @@ export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): strin
   const st = scanStaging(s, ['v'], false, vec);
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b'], vec ? STAGED_COLS : [])}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b'], st.vec4)}
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> states: ${stateArray(s.N)};
 @group(0) @binding(9) var<storage, read_write> sa: array<f32>;
@@ -310,7 +309,7 @@ export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boo
   const group = WKV7_CHUNK * colChunks;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
   return /* wgsl */ `${header(s.N, s.lanes)}
-${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'], vec ? STAGED_COLS : [])}
+${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'], st.vec4)}
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dsa: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dSck: ${stateArray(s.N)};
@@ -390,6 +389,7 @@ ${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0
 export function columnBackwardWgsl(N: number, lanes: number, colChunks: number, addInto: ReadonlySet<string>): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
+  const vec = vec4Rows(N);
   // Writes gradient g at element e, or adds into it (its value there fetched a step ahead with the column's scalars).
   const out = (g: string, x: string): string => `${g}[e] = ${addInto.has(g) ? `cur.${g} + ` : ''}${x};`;
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
@@ -410,13 +410,13 @@ ${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec
       }`;
     });
   return /* wgsl */ `${header(N, lanes)}
-${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'], vec4Rows(N) ? rowVecs : [])}
+${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'], vec ? rowVecs : [])}
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
 @group(0) @binding(13) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(15) var<storage, read_write> db: array<f32>;
 @group(0) @binding(16) var<storage, read_write> da: array<f32>;
-${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x, vec4Rows(N))}`).join('\n')}
+${rowVecs.map((x) => `var<workgroup> s_${x}: array<vec4f, ${units}>;\n${vec4Loader(x, vec)}`).join('\n')}
 
 // Step t's scalars of column i, and what the gradients added into hold there (0 otherwise).
 struct Col { r: f32, w: f32, k: f32, a: f32, b: f32, dr: f32, dw: f32, dk: f32, db: f32, da: f32 }
