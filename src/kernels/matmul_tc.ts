@@ -79,7 +79,7 @@ function tilingFits(gpu: GpuRuntime, t: TcTiling): boolean {
   const s = tcSupport(gpu);
   if (!s) return false;
   const lim = gpu.limits;
-  const bytes = Math.max(...[false, true].map((kn) => stagingF16(t, s, kn).bytes)) + t.wm * t.wn * s.shape.M * s.shape.N * 4;
+  const bytes = Math.max(...[false, true].map((kn) => stagingF16(t, s, kn).bytes)) + 4 * epilogueF32(t, s, 1);
   return blocks(t, s).threads <= Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX) && bytes <= lim.maxComputeWorkgroupStorageSize;
 }
 
@@ -144,6 +144,9 @@ function stagingF16(t: TcTiling, s: TcSupport, kn: boolean): { lda: number; ldb:
   const [sizeA, sizeB] = [bm * lda, kn ? t.bk * ldb : bn * ldb];
   return { lda, ldb, sizeA, sizeB, bytes: (t.double ? 2 : 1) * (sizeA + sizeB) * 2 };
 }
+
+/** The epilogue's staged results, in f32: `tiles` result matrices per subgroup. */
+const epilogueF32 = (t: TcTiling, s: TcSupport, tiles: number): number => t.wm * t.wn * tiles * s.shape.M * s.shape.N;
 
 /** Padded rows and K of the f16 copies a product with this tiling reads. */
 export function tcPadding(gpu: GpuRuntime, t: TcTiling = tcTiling(gpu)): { rowsA: number; rowsB: number; k: number } {
@@ -222,15 +225,14 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   if (!Number.isInteger(aUnits) || !Number.isInteger(bUnits) || BK % SK !== 0 || BK % 8 !== 0) {
     throw new Error(`tensor-core tiling ${tcTilingName(t)}: the ${TH} threads must split the A and B tiles evenly, and BK must be a multiple of ${Math.max(SK, 8)}`);
   }
-  const subgroups = TH / s.subgroupSize;
   // The epilogue stages as many of a subgroup's tiles per barrier pair as workgroup memory
   // allows (a divisor of its tile count: 1 of 8 for the default tiling in 48 KiB, 2 of 16 for SMALL_TC_TILING).
   const tileCount = t.tm * t.tn;
   const tilesPerPass = Array.from({ length: tileCount }, (_, i) => tileCount - i)
     .filter((n) => tileCount % n === 0)
-    .find((n) => stagingBytes + subgroups * n * SM * SN * 4 <= maxWorkgroupBytes);
+    .find((n) => stagingBytes + 4 * epilogueF32(t, s, n) <= maxWorkgroupBytes);
   if (tilesPerPass === undefined) {
-    throw new Error(`tensor-core tiling ${tcTilingName(t)}: needs ${stagingBytes + subgroups * SM * SN * 4} bytes of workgroup memory, this adapter allows ${maxWorkgroupBytes}`);
+    throw new Error(`tensor-core tiling ${tcTilingName(t)}: needs ${stagingBytes + 4 * epilogueF32(t, s, 1)} bytes of workgroup memory, this adapter allows ${maxWorkgroupBytes}`);
   }
   const hasEb = bKind === 'f16';
   const lines: string[] = [];
@@ -394,7 +396,7 @@ ${cat ? '@group(0) @binding(4) var<storage, read> f2: array<vec4u>;' : ''}
 
 var<workgroup> sA: array<f16, ${bufs * sizeA}>;
 var<workgroup> sB: array<f16, ${bufs * sizeB}>;
-var<workgroup> sC: array<f32, ${subgroups * tilesPerPass * SM * SN}>;
+var<workgroup> sC: array<f32, ${epilogueF32(t, s, tilesPerPass)}>;
 
 // bf16 is the top half of an f32 (exact); f16 then rounds it, exactly so in f16's normal range.
 fn bf16x2(w: u32) -> vec2<f16> {
