@@ -27,8 +27,7 @@ const USAGE = `usage: npm run bench -- [options]
   --bsz LIST         training micro_bsz (default 1,8)
   --ctx N            training ctx_len (default 1024)
   --wkv-bsz LIST     WKV7 batch sizes B (default 8; T = 1024)
-  --wkv-plans LIST   WKV7 plans lanes x groups [x rows] / colLanes [x cols] / colChunks,
-                     e.g. 4x1/4/1 or 8x1x4/8x4/2 (default auto)
+  --wkv-plans LIST   WKV7 plans lanes x groups / colLanes / colChunks, e.g. 4x1/4/1 (default auto)
   --cp LIST          grad_cp off,on (default off,on)
   --steps N          timed training steps per configuration (default 5)
   --r N              LoRA rank (default 64)

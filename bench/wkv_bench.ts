@@ -12,7 +12,7 @@ export interface WkvResult {
   B: number;
   T: number;
   H: number;
-  /** lanes×groups×rows/colLanes×cols/colChunks (src/kernels/wkv7.ts's Wkv7Plan). */
+  /** lanes×groups/colLanes/colChunks (src/kernels/wkv7.ts's Wkv7Plan). */
   plan: string;
   forwardMs: number;
   backwardMs: number;
@@ -22,18 +22,17 @@ export interface WkvResult {
   smClockMHz?: number;
 }
 
-/** A plan written lanes×groups[×rows]/colLanes[×cols]/colChunks (rows, cols 1 when left out), e.g. 4x1/4/1 or 8x1x4/8x4/2; 'auto' for wkv7Plan's choice. */
+/** A plan written lanes×groups/colLanes/colChunks, e.g. 4x1/4/1; 'auto' for wkv7Plan's choice. */
 export function parseWkvPlan(s: string): Partial<Wkv7Plan> {
   if (s === 'auto') return {};
-  const m = /^(\d+)x(\d+)(?:x(\d+))?\/(\d+)(?:x(\d+))?\/(\d+)$/.exec(s);
-  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups [x rows] / colLanes [x cols] / colChunks, e.g. 4x1/4/1 or 8x1x4/8x4/2`);
-  const n = (i: number): number => (m[i] === undefined ? 1 : Number(m[i]));
-  return { lanes: n(1), groups: n(2), rows: n(3), colLanes: n(4), cols: n(5), colChunks: n(6) };
+  const m = /^(\d+)x(\d+)\/(\d+)\/(\d+)$/.exec(s);
+  if (!m) throw new Error(`WKV plan ${s}: expected auto or lanes x groups / colLanes / colChunks, e.g. 4x1/4/1`);
+  return { lanes: Number(m[1]), groups: Number(m[2]), colLanes: Number(m[3]), colChunks: Number(m[4]) };
 }
 
 /** The plan in parseWkvPlan's syntax. */
 export function formatWkvPlan(plan: Wkv7Plan): string {
-  return `${plan.lanes}x${plan.groups}x${plan.rows}/${plan.colLanes}x${plan.cols}/${plan.colChunks}`;
+  return `${plan.lanes}x${plan.groups}/${plan.colLanes}/${plan.colChunks}`;
 }
 
 /**

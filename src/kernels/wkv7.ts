@@ -70,12 +70,8 @@ export interface Wkv7Plan {
   lanes: number;
   /** Workgroups per head in those scans, each owning a slice of the rows: 1, 2 or 4. */
   groups: number;
-  /** State rows per invocation in those scans: 1, 2 or 4, at most lanes. */
-  rows: number;
   /** Invocations per state column in the backward's per-chunk pass: 1, 2, 4 or 8. */
   colLanes: number;
-  /** State columns per invocation in that pass: 1, 2 or 4, at most colLanes. */
-  cols: number;
   /** Consecutive 16-step chunks per workgroup of that pass: 1, 2 or 4. */
   colChunks: number;
 }
@@ -107,9 +103,7 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
   const plan: Wkv7Plan = {
     lanes: want.lanes ?? Math.min(maxLanes, few ? 8 : 2),
     groups: want.groups ?? (few ? 4 : 1),
-    rows: want.rows ?? 1,
     colLanes: want.colLanes ?? Math.min(maxLanes, few ? 4 : 2),
-    cols: want.cols ?? 1,
     colChunks: want.colChunks ?? (few ? 2 : 4),
   };
   const maxInv = Math.min(gpu.limits.maxComputeInvocationsPerWorkgroup, gpu.limits.maxComputeWorkgroupSizeX);
@@ -121,14 +115,10 @@ export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> =
   }
   if (![1, 2, 4].includes(plan.groups)) throw new Error(`wkv7 plan: groups = ${plan.groups}, expected 1, 2 or 4`);
   if (![1, 2, 4].includes(plan.colChunks)) throw new Error(`wkv7 plan: colChunks = ${plan.colChunks}, expected 1, 2 or 4`);
-  for (const [key, lanes] of [['rows', 'lanes'], ['cols', 'colLanes']] as const) {
-    const n = plan[key];
-    if (![1, 2, 4].includes(n) || n > plan[lanes]) throw new Error(`wkv7 plan: ${key} = ${n}, expected 1, 2 or 4 and at most ${lanes} (${plan[lanes]})`);
-  }
-  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
+  const scan: ScanShape = { N: d.N, lanes: plan.lanes, groups: plan.groups };
   const sizes: [string, number, number][] = [
     ['row scans', scanWorkgroupSize(scan), scanWorkgroupBytes(scan)],
-    ['column pass', colsWorkgroupSize(d.N, plan.colLanes, plan.cols), colsWorkgroupBytes(d.N, plan.colLanes)],
+    ['column pass', colsWorkgroupSize(d.N, plan.colLanes), colsWorkgroupBytes(d.N, plan.colLanes)],
   ];
   for (const [what, inv, bytes] of sizes) {
     if (inv > maxInv) throw new Error(`wkv7 plan ${JSON.stringify(plan)}: the ${what} need ${inv} invocations per workgroup, this adapter allows ${maxInv}`);
@@ -246,8 +236,8 @@ export function wkv7Forward(gpu: GpuRuntime, x: Wkv7ForwardArgs): void {
   const kinds: BindingKind[] = ['uniform', ...Array<BindingKind>(6).fill('read'), 'rw', 'rw', 'rw'];
   if (hasS0) kinds.push('read');
   if (hasST) kinds.push('rw');
-  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
-  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}_r${plan.rows}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
+  const key = `N${x.N}_l${plan.lanes}_g${plan.groups}${hasS0 ? '_s0' : ''}${hasST ? '_sT' : ''}`;
   const p = gpu.pipeline('wkv7_forward', key, kinds, () => forwardWgsl(scan, hasS0, hasST));
   gpu.dispatch(p, [dimUniforms(x, 1), ...tensors], [x.H, x.B, plan.groups]);
 }
@@ -270,7 +260,7 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   if (x.ds0) checkTensor(op, x.ds0, stateShape(x), '[B,H,N,N]');
   checkSaved(op, x, x.saved);
   const plan = wkv7Plan(gpu, x, x.plan);
-  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups, rows: plan.rows };
+  const scan: ScanShape = { N: x.N, lanes: plan.lanes, groups: plan.groups };
   const colGroups = ceilDiv(x.T, WKV7_CHUNK * plan.colChunks);
   const dsa = gpu.tensor(tokenShape(x), 'f32', 'wkv7.dsa');
   const dSck = gpu.tensor([x.B, x.H, colGroups, x.N, x.N], 'f32', 'wkv7.dSck');
@@ -280,13 +270,13 @@ export function wkv7Backward(gpu: GpuRuntime, x: Wkv7BackwardArgs): void {
   const add = new Set<string>(x.addInto ?? []);
   // Pipeline key suffixes naming the gradients a kernel adds into.
   const adds = (gs: readonly string[]): string => gs.filter((g) => add.has(g)).map((g) => `_add_${g}`).join('');
-  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_r${plan.rows}_c${plan.colChunks}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}${adds(['dv'])}`;
+  const key1 = `N${x.N}_l${plan.lanes}_g${plan.groups}_c${plan.colChunks}${x.ds0 ? (accumulate ? '_ds0acc' : '_ds0') : ''}${adds(['dv'])}`;
   const p1 = gpu.pipeline('wkv7_backward_state', key1, kinds1, () => stateBackwardWgsl(scan, x.ds0 !== undefined, accumulate, plan.colChunks, add.has('dv')));
   gpu.dispatch(p1, [u, x.r, x.w, x.k, x.a, x.b, x.dy, x.dv, dsa, dSck, ...(x.ds0 ? [x.ds0] : [])], [x.H, x.B, plan.groups]);
 
   const kinds2: BindingKind[] = ['uniform', ...Array<BindingKind>(11).fill('read'), ...Array<BindingKind>(5).fill('rw')];
-  const key2 = `N${x.N}_l${plan.colLanes}_k${plan.cols}_c${plan.colChunks}${adds(['dr', 'dw', 'dk', 'db', 'da'])}`;
-  const p2 = gpu.pipeline('wkv7_backward_cols', key2, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.cols, plan.colChunks, add));
+  const key2 = `N${x.N}_l${plan.colLanes}_c${plan.colChunks}${adds(['dr', 'dw', 'dk', 'db', 'da'])}`;
+  const p2 = gpu.pipeline('wkv7_backward_cols', key2, kinds2, () => columnBackwardWgsl(x.N, plan.colLanes, plan.colChunks, add));
   const args2 = [u, x.r, x.w, x.k, x.v, x.a, x.b, x.dy, x.saved.states, x.saved.sa, dsa, dSck, x.dr, x.dw, x.dk, x.db, x.da];
   gpu.dispatch(p2, args2, [x.H, x.B, colGroups]);
   // Recorded work keeps its buffers; later users of the pooled memory are ordered after it.

@@ -13,13 +13,6 @@
  * The row scans (forward, backward state scan) stage the per-step vectors of BLOCK steps
  * in workgroup memory at once, loading the next block into registers while this one is
  * computed: two barriers per BLOCK steps, none inside a block.
- *
- * Every invocation holds `rows` rows of the state (`cols` columns in the column pass), so
- * that each vec4 read from workgroup memory serves that many of them. With many heads the
- * kernels are bound by workgroup memory's bandwidth, not by their arithmetic: a warp's vec4
- * read returns 512 bytes however few distinct values it holds (a broadcast), and the SM
- * returns 128 bytes a cycle. At one row per invocation the forward at B 8 took 1,040 cycles
- * a step on an H200, against 1,024 for its 32 such reads in each of 8 warps per SM.
  */
 /** Steps between saved states. */
 export const WKV7_CHUNK = 16;
@@ -33,8 +26,6 @@ export interface ScanShape {
   lanes: number;
   /** Workgroups per head, each owning NP/groups rows: 1, 2 or 4. */
   groups: number;
-  /** Consecutive state rows per invocation: 1, 2 or 4, at most lanes. */
-  rows: number;
 }
 
 /** Padded size: the vec4s of a row split evenly over the lanes. */
@@ -45,37 +36,8 @@ const COMP = ['x', 'y', 'z', 'w'];
  * compiler is left to decide whether a dynamically indexed array stays in registers. */
 const rep = (n: number, f: (c: number) => string): string => Array.from({ length: n }, (_, c) => f(c)).join('\n');
 
-/**
- * Statements leaving in `name` the sum over the LANES invocations sharing them of xs[m],
- * m = lane / (LANES / xs.length), for xs one value per row (or column) an invocation holds:
- * the first levels of the butterfly each halve the values, so that it takes
- * xs.length − 1 + log2(LANES / xs.length) shuffles instead of xs.length·log2(LANES).
- * Needs xs.length a power of two and at most LANES.
- */
-function splitSum(name: string, xs: readonly string[], lanes: number): string {
-  const lines: string[] = [];
-  let vals = xs;
-  let d = lanes / 2;
-  for (let level = 0; vals.length > 1; level++, d /= 2) {
-    const half = vals.length / 2;
-    const hi = `(lane & ${d}u) != 0u`;
-    vals = vals.slice(0, half).map((lo, j) => {
-      const up = vals[j + half];
-      lines.push(`let ${name}_${level}_${j} = select(${lo}, ${up}, ${hi}) + subgroupShuffleXor(select(${up}, ${lo}, ${hi}), ${d}u);`);
-      return `${name}_${level}_${j}`;
-    });
-  }
-  lines.push(`var ${name} = ${vals[0]};`);
-  for (; d >= 1; d /= 2) lines.push(`${name} += subgroupShuffleXor(${name}, ${d}u);`);
-  return lines.join('\n');
-}
-
-/** xs[m] for the WGSL index m (nested selects: a register-held array is not indexed dynamically). */
-const pick = (xs: readonly string[], m: string): string => xs.reduce((acc, x, k) => (k === 0 ? x : `select(${acc}, ${x}, ${m} == ${k}u)`));
-
-export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups / s.rows) * s.lanes;
-/** Invocations of the column pass with `lanes` per column and `cols` columns per invocation. */
-export const colsWorkgroupSize = (N: number, lanes: number, cols: number): number => (paddedN(N, lanes) / cols) * lanes;
+export const scanWorkgroupSize = (s: ScanShape): number => (paddedN(s.N, s.lanes) / s.groups) * s.lanes;
+export const colsWorkgroupSize = (N: number, lanes: number): number => paddedN(N, lanes) * lanes;
 
 /** Workgroup memory of the row scans (with two row vectors staged) and of the column pass, in bytes. */
 export const scanWorkgroupBytes = (s: ScanShape): number => BLOCK * (6 * paddedN(s.N, s.lanes) + (2 * paddedN(s.N, s.lanes)) / s.groups) * 4;
@@ -230,59 +192,36 @@ ${
   return { decl, fns, vec4: vector ? cols : [] };
 }
 
-/**
- * Statements setting `dst`k_c (k < cols) to column i0 + k, at this lane's vec4s c of rows, of the
- * N×N matrix at element `base` of `buf`.
- */
-function colLoad(nq: number, lanes: number, cols: number, dst: string, buf: string, base: string): string {
+/** Statements setting `dst`0… to column i, at this lane's vec4s of rows, of the N×N matrix at element `base` of `buf`. */
+function colLoad(nq: number, lanes: number, dst: string, buf: string, base: string): string {
   return rep(
-    cols,
-    (k) => `{ let i = i0 + ${k}u;
-${rep(
-  nq,
-  (c) => `${dst}${k}_${c} = vec4f(0.0);
-${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N) { ${dst}${k}_${c}.${COMP[e]} = ${buf}[${base} + j * N + i]; } }`)}`,
-)}
-}`,
+    nq,
+    (c) => `${dst}${c} = vec4f(0.0);
+${rep(4, (e) => `{ let j = ${4 * c * lanes + e}u + 4u * lane; if (i < N && j < N) { ${dst}${c}.${COMP[e]} = ${buf}[${base} + j * N + i]; } }`)}`,
   );
 }
 
 /**
- * Writes this invocation's part of rows i0 + k (k < rows) of `src`k_c to `buf` at element offset
- * `base` (row-major N×N); `value` maps each element's expression (`o` is its offset), e.g. to add
- * to what is there. With `vec4` (N a multiple of 4, `buf` an array<vec4f>: stateArray) each vec4
- * goes out as one store: scalar stores of 2-8 lanes' rows fill 32-byte sectors in pieces, which
- * cost the forward a quarter of its time in its 16-step checkpoints.
+ * Writes this invocation's part of row i of `src`0… to `buf` at element offset `base` (row-major N×N);
+ * `value` maps each element's expression (`o` is its offset), e.g. to add to what is there.
+ * With `vec4` (N a multiple of 4, `buf` an array<vec4f>: stateArray) each vec4 goes out as one
+ * store: scalar stores of 2-8 lanes' rows fill 32-byte sectors in pieces, which cost the
+ * forward a quarter of its time in its 16-step checkpoints.
  */
-function rowStore(nq: number, lanes: number, rows: number, buf: string, base: string, src: string, value = (x: string): string => x, vec4 = false): string {
-  const body = (k: number): string =>
-    vec4
-      ? rep(nq, (c) => `    { let j = ${4 * c * lanes}u + 4u * lane; if (j < N) { let o = (${base} + i * N + j) / 4u; ${buf}[o] = ${value(`${src}${k}_${c}`)}; } }`)
-      : rep(nq, (c) =>
-          rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${k}_${c}.${COMP[e]}`)}; } }`),
-        );
-  return rep(rows, (k) => `{ let i = i0 + ${k}u; if (i < N) {\n${body(k)}\n  } }`);
+function rowStore(nq: number, lanes: number, buf: string, base: string, src: string, value = (x: string): string => x, vec4 = false): string {
+  const body = vec4
+    ? rep(nq, (c) => `    { let j = ${4 * c * lanes}u + 4u * lane; if (j < N) { let o = (${base} + i * N + j) / 4u; ${buf}[o] = ${value(`${src}${c}`)}; } }`)
+    : rep(nq, (c) =>
+        rep(4, (e) => `    { let j = ${4 * c * lanes + e}u + 4u * lane; if (j < N) { let o = ${base} + i * N + j; ${buf}[o] = ${value(`${src}${c}.${COMP[e]}`)}; } }`),
+      );
+  return `if (i < N) {\n${body}\n  }`;
 }
 
 /** Element type of the N×N matrices the row scans write: whole vec4s when rows are made of them (rowStore). */
 const stateArray = (N: number): string => (vec4Rows(N) ? 'array<vec4f>' : 'array<f32>');
 
 /**
- * The row scans' invocation layout: `lane` of LANES sharing rows i0 … i0 + rows − 1, `mine` the
- * one of them whose sums (splitSum) this lane ends with, and `writes` whether it is the lane
- * that stores that row's per-token results.
- */
-function rowLayout(s: ScanShape, R: number): string {
-  const per = s.lanes / s.rows;
-  return `  let lane = idx % LANES;
-  let rw = (idx / LANES) * ${s.rows}u;
-  let i0 = grp * ${R}u + rw;
-  let mine = lane / ${per}u;
-  let writes = lane % ${per}u == 0u && i0 + mine < N;`;
-}
-
-/**
- * Forward: invocation (rows i0…, lane) keeps its vec4s of those rows of S. Per step:
+ * Forward: invocation (row i, lane) keeps its vec4s of row i of S. Per step:
  * sa = S·a (lane sum), S = S·diag(decay) + sa·bᵀ + v·kᵀ, y = S·r (lane sum).
  * Grid (H, B, groups).
  */
@@ -292,7 +231,6 @@ export function forwardWgsl(s: ScanShape, hasS0: boolean, hasST: boolean): strin
   const vec = vec4Rows(s.N);
   const st = scanStaging(s, ['v'], false, vec);
   const q = (c: number): string => `o + ${c * s.lanes}u`;
-  const ks = Array.from({ length: s.rows }, (_, k) => k);
   return /* wgsl */ `${header(s.N, s.lanes)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b'], st.vec4)}
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
@@ -308,12 +246,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let h = wid.x;
   let bb = wid.y;
   let grp = wid.z;
-${rowLayout(s, R)}
-${rep(s.rows, (k) => rep(nq, (c) => `  var S${k}_${c} = vec4f(0.0);`))}
+  let lane = idx % LANES;
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var S${c} = vec4f(0.0);`)}
   let head = (bb * p.H + h) * N * N;
-${hasS0 ? rep(s.rows, (k) => rep(nq, (c) => rep(4, (e) => `  { let i = i0 + ${k}u; let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${k}_${c}.${COMP[e]} = s0[head + i * N + j]; } }`))) : ''}
+${hasS0 ? rep(nq, (c) => rep(4, (e) => `  { let j = ${4 * c * s.lanes + e}u + 4u * lane; if (i < N && j < N) { S${c}.${COMP[e]} = s0[head + i * N + j]; } }`)) : ''}
   let slot0 = slotBase(bb, h, 0u, p.slots);
-  ${rowStore(nq, s.lanes, s.rows, 'states', 'slot0', 'S', undefined, vec)}
+  ${rowStore(nq, s.lanes, 'states', 'slot0', 'S', undefined, vec)}
   loadBlock(bb, h, grp, idx, 0u);
   for (var t0 = 0u; t0 < p.T; t0 += ${BLOCK}u) {
     let steps = min(${BLOCK}u, p.T - t0);
@@ -324,31 +263,33 @@ ${hasS0 ? rep(s.rows, (k) => rep(nq, (c) => rep(4, (e) => `  { let i = i0 + ${k}
     workgroupBarrier();
     for (var st = 0u; st < steps; st++) {
       let o = st * NQ4 + lane;
-${rep(s.rows, (k) => `      var acc${k} = vec4f(0.0);\n      var ya${k} = vec4f(0.0);`)}
-${rep(nq, (c) => `      { let ax = s_a[${q(c)}];\n${rep(s.rows, (k) => `        acc${k} = fma(S${k}_${c}, ax, acc${k});`)} }`)}
-${rep(s.rows, (k) => `      let sa${k} = laneSum(sum4(acc${k}));\n      let v${k} = s_v[st * ${R}u + rw + ${k}u];`)}
-${rep(nq, (c) => `      { let bx = s_b[${q(c)}]; let kx = s_k[${q(c)}]; let rx = s_r[${q(c)}];
-${rep(s.rows, (k) => `        S${k}_${c} = fma(vec4f(sa${k}), bx, fma(vec4f(v${k}), kx, S${k}_${c}));\n        ya${k} = fma(S${k}_${c}, rx, ya${k});`)} }`)}
-      ${splitSum('yi', ks.map((k) => `sum4(ya${k})`), s.lanes)}
-      if (writes) {
-        let e = tokenBase(bb, t0 + st, h) + i0 + mine;
+      var acc = vec4f(0.0);
+${rep(nq, (c) => `      acc = fma(S${c}, s_a[${q(c)}], acc);`)}
+      let sai = laneSum(sum4(acc));
+      let vi = s_v[st * ${R}u + idx / LANES];
+      var ya = vec4f(0.0);
+${rep(nq, (c) => `      S${c} = fma(vec4f(sai), s_b[${q(c)}], fma(vec4f(vi), s_k[${q(c)}], S${c}));
+      ya = fma(S${c}, s_r[${q(c)}], ya);`)}
+      let yi = laneSum(sum4(ya));
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t0 + st, h) + i;
         y[e] = yi;
-        sa[e] = ${pick(ks.map((k) => `sa${k}`), 'mine')};
+        sa[e] = sai;
       }
     }
     {
       let o = (steps - 1u) * NQ4 + lane;
-${rep(nq, (c) => `      { let cx = s_c[${q(c)}];${ks.map((k) => ` S${k}_${c} *= cx;`).join('')} }`)}
+${rep(nq, (c) => `      S${c} *= s_c[${q(c)}];`)}
     }
     // Checkpoints fall on block ends: BLOCK divides CHUNK.
     let t = t0 + steps - 1u;
     if ((t + 1u) % CHUNK == 0u || t + 1u == p.T) {
       let slot = slotBase(bb, h, t / CHUNK + 1u, p.slots);
-      ${rowStore(nq, s.lanes, s.rows, 'states', 'slot', 'S', undefined, vec)}
+      ${rowStore(nq, s.lanes, 'states', 'slot', 'S', undefined, vec)}
     }
     workgroupBarrier();
   }
-${hasST ? `  ${rowStore(nq, s.lanes, s.rows, 'sT', 'head', 'S', undefined, vec)}` : ''}
+${hasST ? `  ${rowStore(nq, s.lanes, 'sT', 'head', 'S', undefined, vec)}` : ''}
 }`;
 }
 
@@ -367,7 +308,6 @@ export function stateBackwardWgsl(s: ScanShape, hasDs0: boolean, accumulate: boo
   const st = scanStaging(s, addDv ? ['dy', 'dv'] : ['dy'], true, vec);
   const group = WKV7_CHUNK * colChunks;
   const q = (c: number): string => `o + ${c * s.lanes}u`;
-  const ks = Array.from({ length: s.rows }, (_, k) => k);
   return /* wgsl */ `${header(s.N, s.lanes)}
 ${readBindings(['r', 'w', 'k', 'a', 'b', 'dy'], st.vec4)}
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
@@ -382,8 +322,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let h = wid.x;
   let bb = wid.y;
   let grp = wid.z;
-${rowLayout(s, R)}
-${rep(s.rows, (k) => rep(nq, (c) => `  var dS${k}_${c} = vec4f(0.0);`))}
+  let lane = idx % LANES;
+  let i = grp * ${R}u + idx / LANES;
+${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
   let blocks = (p.T + ${BLOCK - 1}u) / ${BLOCK}u;
   loadBlock(bb, h, grp, idx, (blocks - 1u) * ${BLOCK}u);
   for (var n = blocks; n > 0u; n--) {
@@ -401,61 +342,58 @@ ${rep(s.rows, (k) => rep(nq, (c) => `  var dS${k}_${c} = vec4f(0.0);`))}
       // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS.
       if (t % ${group}u == ${group - 1}u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / ${group}u, p.dslots);
-        ${rowStore(nq, s.lanes, s.rows, 'dSck', 'slot', 'dS', undefined, vec)}
+        ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
       let o = (st - 1u) * NQ4 + lane;
-      let rt = (st - 1u) * ${R}u + rw;
-${rep(s.rows, (k) => `      let dy${k} = s_dy[rt + ${k}u];\n      var accb${k} = vec4f(0.0);\n      var acck${k} = vec4f(0.0);`)}
-${rep(nq, (c) => `      { let rx = s_r[${q(c)}]; let bx = s_b[${q(c)}]; let kx = s_k[${q(c)}];
-${rep(s.rows, (k) => `        dS${k}_${c} = fma(vec4f(dy${k}), rx, dS${k}_${c});
-        accb${k} = fma(dS${k}_${c}, bx, accb${k});
-        acck${k} = fma(dS${k}_${c}, kx, acck${k});`)} }`)}
-${rep(s.rows, (k) => `      let dsa${k} = laneSum(sum4(accb${k}));`)}
-      ${splitSum('dvi', ks.map((k) => `sum4(acck${k})`), s.lanes)}
-${rep(nq, (c) => `      { let ax = s_a[${q(c)}];${ks.map((k) => ` dS${k}_${c} = fma(vec4f(dsa${k}), ax, dS${k}_${c});`).join('')} }`)}
-      if (writes) {
-        let e = tokenBase(bb, t, h) + i0 + mine;
-        dv[e] = ${addDv ? 's_dv[rt + mine] + ' : ''}dvi;
-        dsa[e] = ${pick(ks.map((k) => `dsa${k}`), 'mine')};
+      let dyi = s_dy[(st - 1u) * ${R}u + idx / LANES];
+      var accb = vec4f(0.0);
+      var acck = vec4f(0.0);
+${rep(nq, (c) => `      dS${c} = fma(vec4f(dyi), s_r[${q(c)}], dS${c});
+      accb = fma(dS${c}, s_b[${q(c)}], accb);
+      acck = fma(dS${c}, s_k[${q(c)}], acck);`)}
+      let dsai = laneSum(sum4(accb));
+      let dvi = laneSum(sum4(acck));
+${rep(nq, (c) => `      dS${c} = fma(vec4f(dsai), s_a[${q(c)}], dS${c});`)}
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, t, h) + i;
+        dv[e] = ${addDv ? `s_dv[(st - 1u) * ${R}u + idx / LANES] + ` : ''}dvi;
+        dsa[e] = dsai;
       }
     }
     {
       let o = lane;
-${rep(nq, (c) => `      { let cx = s_c[${q(c)}];${ks.map((k) => ` dS${k}_${c} *= cx;`).join('')} }`)}
+${rep(nq, (c) => `      dS${c} *= s_c[${q(c)}];`)}
     }
     workgroupBarrier();
   }
-${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, s.rows, 'ds0', 'head', 'dS', accumulate ? (x) => `ds0[o] + ${x}` : undefined, vec)}` : ''}
+${hasDs0 ? `  let head = (bb * p.H + h) * N * N;\n  ${rowStore(nq, s.lanes, 'ds0', 'head', 'dS', accumulate ? (x) => `ds0[o] + ${x}` : undefined, vec)}` : ''}
 }`;
 }
 
 /**
  * Backward, second pass: one workgroup per `colChunks` consecutive 16-step chunks, all
- * workgroups at once. Invocation (columns i0…, lane) keeps its vec4s of `cols` columns of S
- * and of dS, starts from the saved state after its top chunk's last step and the dS checkpoint
- * there, and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
+ * workgroups at once. Invocation (column i, lane) keeps its vec4s of column i of S and of dS,
+ * starts from the saved state after its top chunk's last step and the dS checkpoint there,
+ * and walks the steps down: dr = S_tᵀ·dy; S_{t−1} from the checkpoint at a chunk's first
  * step, else by inverting the step with the saved sa; dS += dy·rᵀ; d(decay) = Σ dS∘S_{t−1},
  * dk = dSᵀ·v, db = dSᵀ·sa, da = S_{t−1}ᵀ·dsa (column lane sums); dS = dS·diag(decay) + dsa·aᵀ
  * with the first pass's dsa. A chunk ends on the exact saved state, which starts the chunk
  * below, so inverting never runs past 16 steps; a workgroup of several chunks loads the dS
  * checkpoint and the top state once. Grid (H, B, ceil(chunks/colChunks)).
- * Each step reads each row vector from workgroup memory once for all of an invocation's
- * columns; the chunk's first step, which loads S_{t−1} instead of inverting, has a copy of the
- * loop body of its own.
- * Like the scans, it keeps each column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
+ * Each step reads each row vector from workgroup memory once; the chunk's first step, which
+ * loads S_{t−1} instead of inverting, is peeled off the loop (stepBody).
+ * Like the scans, it keeps the column scaled (Ŝ = S·E, D̂ = dS/E with E the product of the
  * chunk's decays after step t), so that inverting a step and the dS update skip the decay: 9
  * f32 operations per element and step instead of 11; the scalars E, 1/E go into the sums' results.
  */
-export function columnBackwardWgsl(N: number, lanes: number, cols: number, colChunks: number, addInto: ReadonlySet<string>): string {
+export function columnBackwardWgsl(N: number, lanes: number, colChunks: number, addInto: ReadonlySet<string>): string {
   const nq = paddedN(N, lanes) / 4 / lanes;
   const rowVecs = ['dy', 'v', 'sa', 'dsa'];
   const vec = vec4Rows(N);
-  const ks = Array.from({ length: cols }, (_, k) => k);
-  const per = lanes / cols;
   // Writes gradient g at element e, or adds into it (its value there fetched a step ahead with the column's scalars).
-  const out = (g: string, x: string): string => `${g}[e] = ${addInto.has(g) ? `${pick(ks.map((k) => `cur${k}.${g}`), 'mine')} + ` : ''}${x};`;
+  const out = (g: string, x: string): string => `${g}[e] = ${addInto.has(g) ? `cur.${g} + ` : ''}${x};`;
   const units = WKV7_CHUNK * (paddedN(N, lanes) / 4);
-  const WG = colsWorkgroupSize(N, lanes, cols);
+  const WG = colsWorkgroupSize(N, lanes);
   // acc += x·y, one chain of scalar fmas (vec4 accumulators would hold 4× the registers).
   const dot = (x: string, y: string, acc: string): string => `${acc} = fma(${x}.x, ${y}.x, fma(${x}.y, ${y}.y, fma(${x}.z, ${y}.z, fma(${x}.w, ${y}.w, ${acc}))));`;
   // Step tt with S = S_tt when reconstructing (S_{tt−1} by inverting step tt), else with S = S_{tt−1} and dr summed.
@@ -463,19 +401,52 @@ export function columnBackwardWgsl(N: number, lanes: number, cols: number, colCh
     rep(nq, (c) => {
       const qq = `o + ${c * lanes}u`;
       return `      { let dyv = s_dy[${qq}]; let vv = s_v[${qq}]; let sav = s_sa[${qq}]; let dsav = s_dsa[${qq}];
-${rep(cols, (k) => {
-  const S = `S${k}_${c}`;
-  const dS = `dS${k}_${c}`;
-  return `${reconstruct ? `        ${dot(S, 'dyv', `accr${k}`)}\n        ${S} = fma(vec4f(-kE${k}), vv, fma(vec4f(-bE${k}), sav, ${S}));\n` : ''}        ${dS} = fma(dyv, vec4f(rE${k}), ${dS});
-        ${dot(dS, S, `accd${k}`)}
-        ${dot(dS, 'vv', `acck${k}`)}
-        ${dot(dS, 'sav', `accb${k}`)}
-        ${dot(S, 'dsav', `acca${k}`)}
-        ${dS} = fma(dsav, vec4f(aE${k}), ${dS});`;
-})}
+${reconstruct ? `        ${dot(`S${c}`, 'dyv', 'accr')}\n        S${c} = fma(vec4f(-kE), vv, fma(vec4f(-bE), sav, S${c}));\n` : ''}        dS${c} = fma(dyv, vec4f(rE), dS${c});
+        ${dot(`dS${c}`, `S${c}`, 'accd')}
+        ${dot(`dS${c}`, 'vv', 'acck')}
+        ${dot(`dS${c}`, 'sav', 'accb')}
+        ${dot(`S${c}`, 'dsav', 'acca')}
+        dS${c} = fma(dsav, vec4f(aE), dS${c});
       }`;
     });
-  const sums = ['accr', 'accd', 'acck', 'accb', 'acca'];
+  // Step tt of a chunk, given its column scalars `cur`: above the chunk's first step S_{tt−1}
+  // comes from inverting step tt, at the first from the saved state. (Peeled rather than a
+  // branch in the loop: the branch cost every step the moves that merge its two register
+  // allocations, and it kept the next step's fetch behind it.)
+  const stepBody = (reconstruct: boolean): string => `      let sig = 1.0 / (1.0 + exp(-cur.w));
+      E1 = E * exp(W_SCALE * sig);
+      let kE = cur.k * E;
+      let bE = cur.b * E;
+      let rE = cur.r / E;
+      let aE = cur.a / E1;
+      var accr = 0.0;
+      var accd = 0.0;
+      var acck = 0.0;
+      var accb = 0.0;
+      var acca = 0.0;
+      let o = (tt - t1) * NQ4 + lane;
+${
+  reconstruct
+    ? step(true)
+    : `${rep(nq, (c) => `        ${dot(`S${c}`, `s_dy[o + ${c * lanes}u]`, 'accr')}`)}
+        let base = slotBase(bb, h, ch, p.slots);
+${colLoad(nq, lanes, 'S', 'states', 'base')}
+${rep(nq, (c) => `        S${c} *= E1;`)}
+${step(false)}`
+}
+      let dri = laneSum(accr);
+      let dd = laneSum(accd);
+      let dki = laneSum(acck);
+      let dbi = laneSum(accb);
+      let dai = laneSum(acca);
+      if (lane == 0u && i < N) {
+        let e = tokenBase(bb, tt, h) + i;
+        ${out('dr', 'dri / E')}
+        ${out('dw', 'dd * W_SCALE * sig * (1.0 - sig)')}
+        ${out('dk', 'dki * E')}
+        ${out('db', 'dbi * E')}
+        ${out('da', 'dai / E1')}
+      }`;
   return /* wgsl */ `${header(N, lanes)}
 ${readBindings(['r', 'w', 'k', 'v', 'a', 'b', 'dy', 'states', 'sa', 'dsa', 'dSck'], vec ? rowVecs : [])}
 @group(0) @binding(12) var<storage, read_write> dr: array<f32>;
@@ -499,19 +470,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) idx:
   let bb = wid.y;
   let g = wid.z;
   let lane = idx % LANES;
-  let i0 = (idx / LANES) * ${cols}u;
-  let mine = lane / ${per}u;
-  let writes = lane % ${per}u == 0u && i0 + mine < N;
+  let i = idx / LANES;
   let cLo = g * ${colChunks}u;
   let cTop = min(cLo + ${colChunks}u, p.slots - 1u) - 1u;
-${rep(cols, (k) => rep(nq, (c) => `  var S${k}_${c}: vec4f;\n  var dS${k}_${c}: vec4f;`))}
+${rep(nq, (c) => `  var S${c}: vec4f;\n  var dS${c}: vec4f;`)}
   {
     let base = slotBase(bb, h, cTop + 1u, p.slots);
-${colLoad(nq, lanes, cols, 'S', 'states', 'base')}
+${colLoad(nq, lanes, 'S', 'states', 'base')}
   }
   {
     let base = slotBase(bb, h, g, p.dslots);
-${colLoad(nq, lanes, cols, 'dS', 'dSck', 'base')}
+${colLoad(nq, lanes, 'dS', 'dSck', 'base')}
   }
   for (var ch = cTop; ; ch--) {
     let t1 = ch * CHUNK;
@@ -527,51 +496,26 @@ ${rowVecs.map((x) => `        s_${x}[u] = ${x}4(bb, h, t, q);`).join('\n')}
       }
     }
     workgroupBarrier();
-${rep(cols, (k) => `    var x${k} = colAt(bb, h, tEnd, i0 + ${k}u);
+    var x = colAt(bb, h, tEnd, i);
     // Ŝ = S·E and D̂ = dS/E, E_t the product of the column's decays after step t to tEnd.
-    var E${k} = 1.0;
-    var Ed${k} = 1.0;`)}
-    for (var tt = tEnd; ; tt--) {
-      // This step's column scalars, and the previous step's fetched while it runs (at the chunk's
-      // first step, step t1's again: a fetch behind a branch waits where it is used).
-      let tp = max(tt, t1 + 1u) - 1u;
-${rep(cols, (k) => `      let cur${k} = x${k};
-      x${k} = colAt(bb, h, tp, i0 + ${k}u);
-      let sig${k} = 1.0 / (1.0 + exp(-cur${k}.w));
-      Ed${k} = E${k} * exp(W_SCALE * sig${k});
-      let kE${k} = cur${k}.k * E${k};
-      let bE${k} = cur${k}.b * E${k};
-      let rE${k} = cur${k}.r / E${k};
-      let aE${k} = cur${k}.a / Ed${k};
-${sums.map((a) => `      var ${a}${k} = 0.0;`).join('\n')}`)}
-      let o = (tt - t1) * NQ4 + lane;
-      if (tt > t1) {
-${step(true)}
-      } else {
-${rep(nq, (c) => `        { let dyv = s_dy[o + ${c * lanes}u];${ks.map((k) => ` ${dot(`S${k}_${c}`, 'dyv', `accr${k}`)}`).join('')} }`)}
-        let base = slotBase(bb, h, ch, p.slots);
-${colLoad(nq, lanes, cols, 'S', 'states', 'base')}
-${rep(cols, (k) => rep(nq, (c) => `        S${k}_${c} *= Ed${k};`))}
-${step(false)}
-      }
-${sums.map((a) => `      ${splitSum(`${a}S`, ks.map((k) => `${a}${k}`), lanes)}`).join('\n')}
-      if (writes) {
-        let e = tokenBase(bb, tt, h) + i0 + mine;
-        let Em = ${pick(ks.map((k) => `E${k}`), 'mine')};
-        let Edm = ${pick(ks.map((k) => `Ed${k}`), 'mine')};
-        let sigm = ${pick(ks.map((k) => `sig${k}`), 'mine')};
-        ${out('dr', 'accrS / Em')}
-        ${out('dw', 'accdS * W_SCALE * sigm * (1.0 - sigm)')}
-        ${out('dk', 'acckS * Em')}
-        ${out('db', 'accbS * Em')}
-        ${out('da', 'accaS / Edm')}
-      }
-      if (tt == t1) { break; }
-${rep(cols, (k) => `      E${k} = Ed${k};`)}
+    var E = 1.0;
+    var E1 = 1.0;
+    for (var tt = tEnd; tt > t1; tt--) {
+      // This step's column scalars; the previous step's are fetched while it runs.
+      let cur = x;
+      x = colAt(bb, h, tt - 1u, i);
+${stepBody(true)}
+      E = E1;
+    }
+    {
+      let tt = t1;
+      let cur = x;
+${stepBody(false)}
     }
     if (ch == cLo) { break; }
     // S_{t1−1} and ∂L/∂S_{t1−1} unscaled: the chunk below starts from them with E = 1.
-${rep(cols, (k) => `    { let iEd = 1.0 / Ed${k};\n${rep(nq, (c) => `      S${k}_${c} *= iEd;\n      dS${k}_${c} *= Ed${k};`)}\n    }`)}
+    let iE1 = 1.0 / E1;
+${rep(nq, (c) => `    S${c} *= iE1;\n    dS${c} *= E1;`)}
   }
 }`;
 }

@@ -89,20 +89,19 @@ const CASES: Case[] = [
   { B: 2, T: 18, H: 3, N: 48, s0: true, outs: 'all' },
 ];
 
-// Every lane count, row-group count, rows and columns per invocation, column-lane count and
-// chunks per column workgroup (with T leaving the last workgroup fewer chunks), and odd and small N. lanes 1 is the
+// Every lane count, row-group count, column-lane count and chunks per column workgroup (with
+// T leaving the last workgroup fewer chunks), and odd and small N. lanes 1 is the
 // path of adapters without subgroups (lavapipe compiles its N=64 kernels for about 45 s, small
 // workgroups too: hence few such cases); lanes 8 fills a whole lavapipe subgroup; 2x1/2 is the
 // H200's plan for many heads.
 const PLAN_CASES: Case[] = [
-  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, rows: 1, colLanes: 1, cols: 1, colChunks: 2 } },
-  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, rows: 4, colLanes: 8, cols: 4, colChunks: 4 } },
-  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, rows: 2, colLanes: 2, cols: 2, colChunks: 4 } },
-  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, rows: 1, colLanes: 2, cols: 1, colChunks: 4 } },
-  { B: 2, T: 50, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 8, groups: 1, rows: 4, colLanes: 8, cols: 4, colChunks: 2 } },
-  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, rows: 4, colLanes: 4, cols: 4, colChunks: 2 } },
-  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, rows: 2, colLanes: 2, cols: 2, colChunks: 1 } },
-  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, rows: 2, colLanes: 4, cols: 1, colChunks: 2 } },
+  { B: 1, T: 17, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 1, groups: 1, colLanes: 1, colChunks: 2 } },
+  { B: 1, T: 100, H: 2, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 2, colLanes: 8, colChunks: 4 } },
+  { B: 3, T: 1, H: 3, N: 64, s0: true, outs: 'all', plan: { lanes: 8, groups: 1, colLanes: 2, colChunks: 4 } },
+  { B: 2, T: 100, H: 2, N: 64, s0: true, outs: 'acc', plan: { lanes: 2, groups: 1, colLanes: 2, colChunks: 4 } },
+  { B: 3, T: 100, H: 1, N: 3, s0: true, outs: 'all', plan: { lanes: 4, groups: 1, colLanes: 4, colChunks: 2 } },
+  { B: 3, T: 15, H: 1, N: 8, s0: false, outs: 'all', plan: { lanes: 2, groups: 4, colLanes: 2, colChunks: 1 } },
+  { B: 2, T: 33, H: 2, N: 20, s0: true, outs: 'acc', plan: { lanes: 4, groups: 2, colLanes: 4, colChunks: 2 } },
 ];
 
 describe('wkv7 float64 reference', () => {
@@ -148,7 +147,7 @@ describe('wkv7 float64 reference', () => {
 describe('wkv7 GPU forward and backward', () => {
   for (const c of [...CASES, ...PLAN_CASES]) {
     // The bench's plan syntax (bench/wkv_bench.ts).
-    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}x${c.plan.rows}/${c.plan.colLanes}x${c.plan.cols}/${c.plan.colChunks}` : '';
+    const plan = c.plan ? ` plan=${c.plan.lanes}x${c.plan.groups}/${c.plan.colLanes}/${c.plan.colChunks}` : '';
     // Timeout: with a cold shader cache lavapipe compiles the lanes-1 kernels (a row's 64 values unrolled) in about 80 s.
     it(`B=${c.B} T=${c.T} H=${c.H} N=${c.N} s0=${c.s0} outputs=${c.outs}${plan}`, async () => {
       const gpu = await getGpu();
