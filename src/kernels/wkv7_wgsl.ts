@@ -337,13 +337,17 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     loadBlock(bb, h, grp, idx, t0 - ${BLOCK}u);
     scaleBlock(idx, steps);
     workgroupBarrier();
-    for (var st = steps; st > 0u; st--) {
-      let t = t0 + st - 1u;
-      // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS.
+    // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS: stored here rather
+    // than in the step loop, where every step copied dS into the registers of the vec4 stores.
+    {
+      let t = t0 + steps - 1u;
       if (t % ${group}u == ${group - 1}u || t + 1u == p.T) {
         let slot = slotBase(bb, h, t / ${group}u, p.dslots);
         ${rowStore(nq, s.lanes, 'dSck', 'slot', 'dS', undefined, vec)}
       }
+    }
+    for (var st = steps; st > 0u; st--) {
+      let t = t0 + st - 1u;
       let o = (st - 1u) * NQ4 + lane;
       let dyi = s_dy[(st - 1u) * ${R}u + idx / LANES];
       var accb = vec4f(0.0);
