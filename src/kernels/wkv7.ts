@@ -93,9 +93,9 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * chunks per workgroup with many heads (B=8, H=32: 0.86 ms against 0.89 with 1), 2 with few
  * (B=1, H=32: 0.144 against 0.150). Lanes are capped by the subgroup width: 1 without.
  * Those timings are the seventh and fourteenth passes' kernels. In the nineteenth pass's
- * experiments (bench/RESULTS.md), at B=8, H=32, 4 lanes were still slower in the scans (forward 0.80 ms
- * against 0.49) and in the column pass (0.93 against 0.72), and 2 chunks per column workgroup
- * no faster than 4.
+ * experiments (bench/RESULTS.md), at B=8, H=32, 4 lanes were still slower in the scans
+ * (forward 0.80 ms against 0.49) and in the column pass (0.93 against 0.72), and 2 chunks
+ * per column workgroup no faster than 4.
  */
 export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
   const sg = subgroupWidth(gpu);
