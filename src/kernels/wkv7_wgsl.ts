@@ -12,7 +12,7 @@
  *
  * The row scans (forward, backward state scan) stage the per-step vectors of BLOCK steps
  * in workgroup memory at once, loading the next block into registers while this one is
- * computed: two barriers per BLOCK steps, none inside a block.
+ * computed: three barriers per BLOCK steps, none inside a block.
  */
 /** Steps between saved states. */
 export const WKV7_CHUNK = 16;
@@ -340,9 +340,9 @@ ${rep(nq, (c) => `  var dS${c} = vec4f(0.0);`)}
     let steps = min(${BLOCK}u, p.T - t0);
     storeBlock(idx);
     workgroupBarrier();
+    scaleBlock(idx, steps);
     // Fetched even below the first block, where t0 − BLOCK wraps past T and loadBlock reads
     // zeros: behind a branch on n this scan took 0.55 ms instead of 0.47 at 1.5B, B 8 on the H200.
-    scaleBlock(idx, steps);
     loadBlock(bb, h, grp, idx, t0 - ${BLOCK}u);
     workgroupBarrier();
     // Checkpoints fall on block tops (BLOCK divides CHUNK), where D̂ = dS: stored here rather
