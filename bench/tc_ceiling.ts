@@ -50,8 +50,8 @@ function probeWgsl(t: TcTiling, probe: Probe): string {
   for (let i = 0; i < t.tm; i++) for (let j = 0; j < t.tn; j++) tiles.push([i, j]);
   const loads = (kk: string): string =>
     [
-      ...Array.from({ length: t.tm }, (_, i) => `a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&sA, (aRow + ${i * 16}u) * ${LD}u + ${kk}, false, ${LD}u);`),
-      ...Array.from({ length: t.tn }, (_, j) => `b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&sB, (bCol + ${j * 16}u) * ${LD}u + ${kk}, true, ${LD}u);`),
+      ...Array.from({ length: t.tm }, (_, i) => `a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&sA, (aRow + ${i * 16}u) * ${LD}u + ${kk}, ${LD}u);`),
+      ...Array.from({ length: t.tn }, (_, j) => `b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&sB, (bCol + ${j * 16}u) * ${LD}u + ${kk}, ${LD}u);`),
     ].join('\n      ');
   const mmas = tiles.map(([i, j]) => `${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`).join('\n      ');
   // The product kernel's staging stores, A's and B's rows padded to LD.
@@ -89,15 +89,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let aRow = (sg / ${t.wn}u) * ${t.tm * 16}u;
   let bCol = (sg % ${t.wn}u) * ${t.tn * 16}u;
   ${tiles.map(([i, j]) => `var ${acc(i, j)} = subgroup_matrix_result<f32, 16, 16>();`).join('\n  ')}
-  ${Array.from({ length: t.tm }, (_, i) => `var a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&sA, (aRow + ${i * 16}u) * ${LD}u, false, ${LD}u);`).join('\n  ')}
-  ${Array.from({ length: t.tn }, (_, j) => `var b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&sB, (bCol + ${j * 16}u) * ${LD}u, true, ${LD}u);`).join('\n  ')}
+  ${Array.from({ length: t.tm }, (_, i) => `var a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&sA, (aRow + ${i * 16}u) * ${LD}u, ${LD}u);`).join('\n  ')}
+  ${Array.from({ length: t.tn }, (_, j) => `var b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&sB, (bCol + ${j * 16}u) * ${LD}u, ${LD}u);`).join('\n  ')}
   for (var it = 0u; it < p.iters; it++) {
     ${body}
   }
   workgroupBarrier();
   var sum = 0.0;
   ${tiles
-    .map(([i, j]) => `subgroupMatrixStore(&sC, sg * 256u, ${acc(i, j)}, false, 16u);\n  sum += sC[sg * 256u + lane];`)
+    .map(([i, j]) => `subgroupMatrixStore<row_major>(&sC, sg * 256u, ${acc(i, j)}, 16u);\n  sum += sC[sg * 256u + lane];`)
     .join('\n  ')}
   c[wg * ${TH}u + li] = sum;
 }`;

@@ -306,11 +306,11 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   for (let kk = 0; kk < BK; kk += SK) {
     mma.push('{');
     for (let i = 0; i < t.tm; i++) {
-      mma.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>>(&sA, sAo + (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, false, ${LDA}u);`);
+      mma.push(`let a${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${SK}, ${SM}>, row_major>(&sA, sAo + (aRow + ${i * SM}u) * ${LDA}u + ${kk}u, ${LDA}u);`);
     }
     for (let j = 0; j < t.tn; j++) {
       const off = kn ? `sBo + ${kk * LDB}u + bCol + ${j * SN}u` : `sBo + (bCol + ${j * SN}u) * ${LDB}u + ${kk}u`;
-      mma.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${SN}, ${SK}>>(&sB, ${off}, ${kn ? 'false' : 'true'}, ${LDB}u);`);
+      mma.push(`let b${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${SN}, ${SK}>, ${kn ? 'row_major' : 'col_major'}>(&sB, ${off}, ${LDB}u);`);
     }
     for (let i = 0; i < t.tm; i++) {
       for (let j = 0; j < t.tn; j++) mma.push(`${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`);
@@ -337,7 +337,7 @@ function tcWgsl(t: TcTiling, s: TcSupport, bKind: BKind, wDtype: WDtype, full: b
   const tiles = Array.from({ length: t.tm * t.tn }, (_, q) => [Math.floor(q / t.tn), q % t.tn] as const);
   for (let q0 = 0; q0 < tiles.length; q0 += tilesPerPass) {
     const pass = tiles.slice(q0, q0 + tilesPerPass);
-    pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, false, ${SN}u);`));
+    pass.forEach(([i, j], e) => epi.push(`subgroupMatrixStore<row_major>(&sC, cBase + ${e * SM * SN}u, ${acc(i, j)}, ${SN}u);`));
     epi.push('workgroupBarrier();');
     for (const [e, [i, j]] of pass.entries()) {
       for (const h of halves) {
