@@ -92,10 +92,10 @@ function subgroupWidth(gpu: GpuRuntime): number {
  * (0.94 ms against 1.15 with 1 and 0.98 with 4 at B=8, H=32), 4 with few heads; and 4
  * chunks per workgroup with many heads (B=8, H=32: 0.86 ms against 0.89 with 1), 2 with few
  * (B=1, H=32: 0.144 against 0.150). Lanes are capped by the subgroup width: 1 without.
- * Those timings are the seventh and fourteenth passes' kernels. In the nineteenth pass's
- * experiments (bench/RESULTS.md), at B=8, H=32, 4 lanes were still slower in the scans
- * (forward 0.80 ms against 0.49) and in the column pass (0.93 against 0.72), and 2 chunks
- * per column workgroup no faster than 4.
+ * Those timings are the seventh and fourteenth passes' kernels. Timed again at the
+ * twenty-second pass's (bench/RESULTS.md), at B=8, H=32: 4 lanes were still slower in the
+ * scans (forward 0.80 ms against 0.47) and in the column pass (0.89 against 0.66), 2 row
+ * groups slower (forward 0.68), and 2 chunks per column workgroup no faster than 4 (0.67).
  */
 export function wkv7Plan(gpu: GpuRuntime, d: Wkv7Dims, want: Partial<Wkv7Plan> = {}): Wkv7Plan {
   const sg = subgroupWidth(gpu);
